@@ -1,0 +1,27 @@
+"""Benchmarks that print one JSON line each: duration-baseline, featurize, train, latency.
+
+Usage: python jobs/benchmark.py {duration-baseline,featurize,train,latency} [options]
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "duration-baseline": "guitar_cls.benchmarks.duration",
+    "featurize": "guitar_cls.benchmarks.featurize",
+    "train": "guitar_cls.benchmarks.train",
+    "latency": "guitar_cls.benchmarks.latency",
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: benchmark.py {{{','.join(COMMANDS)}}} [options]", file=sys.stderr)
+        return 2
+    return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,30 @@
+"""Shared fixtures: a tiny demo data set (real WAV + XML files) and a local Ray instance."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Returns the metadata.csv of a 12-recording demo data set (every class in every split)."""
+    from guitar_cls.data.synth import make_demo_dataset
+
+    out = tmp_path_factory.mktemp("tiny_demo")
+    return make_demo_dataset(out, n_recordings=12, seed=1)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """Starts one local Ray instance (dashboard on, 2 CPUs) for the whole session."""
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False,
+                 configure_logging=False)
+    yield ray
+    ray.shutdown()
