@@ -1,0 +1,102 @@
+"""Self-describing checkpoints: ``load_model(path)`` rebuilds the model and its feature front end from the file alone.
+
+A checkpoint is a plain dict of tensors, numbers and strings (loadable with ``weights_only=True``): model name and
+keyword arguments, the full config, the state dicts of model/optimizer/scheduler, epoch and best metric.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from guitar_cls.config import Config, config_from_dict
+from guitar_cls.data.schema import LABELS
+
+FORMAT_VERSION = 1
+LATEST = "model.pt"  # the latest epoch (what a resumed run continues from)
+BEST = "best.pt"  # the best epoch on the validation metric (what gets evaluated and registered)
+
+
+def model_kwargs(cfg: Config, in_channels: int) -> dict[str, Any]:
+    """Returns the keyword arguments ``build_model`` needs for ``cfg`` (the checkpoint stores them verbatim)."""
+    kwargs: dict[str, Any] = {"n_classes": len(LABELS), "in_channels": in_channels, **cfg.model.params}
+    return kwargs
+
+
+def make_payload(
+    model: nn.Module,
+    cfg: Config,
+    in_channels: int,
+    *,
+    epoch: int,
+    metrics: dict[str, float],
+    best_metric: float,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Returns the checkpoint dict for ``model`` (unwrapped from DDP) after ``epoch``."""
+    model = getattr(model, "module", model)
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return {
+        "format": FORMAT_VERSION,
+        "labels": list(LABELS),
+        "model_name": cfg.model.name,
+        "model_kwargs": model_kwargs(cfg, in_channels),
+        "config": cfg.to_dict(),
+        "state_dict": state,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": int(epoch),
+        "metrics": {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+        "best_metric": float(best_metric),
+        "extra": extra or {},
+    }
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+    """Writes ``payload`` atomically (temp file + rename) and returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Returns the checkpoint dict at ``path`` (a file, or a folder holding best.pt / model.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / BEST if (path / BEST).exists() else path / LATEST
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path}: not a guitar_cls checkpoint (format {FORMAT_VERSION})")
+    if tuple(payload["labels"]) != LABELS:
+        raise ValueError(f"{path}: label order {payload['labels']} differs from {list(LABELS)}")
+    return payload
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, Config]:
+    """Returns (model in eval mode, feature front end, config) rebuilt from a checkpoint file or folder."""
+    from guitar_cls.features import make_frontend
+    from guitar_cls.models import build_model
+
+    payload = read_checkpoint(path)
+    cfg = config_from_dict(payload["config"])
+    frontend = make_frontend(cfg.features, cfg.data.sample_rate)
+    model = build_model(payload["model_name"], **payload["model_kwargs"])
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), frontend.to(device).eval(), cfg

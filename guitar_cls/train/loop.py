@@ -1,0 +1,388 @@
+"""The training loop: small functions returning metric dicts and one ``fit`` that runs plain, under Ray Train or in a
+test.
+
+Data arrive as processed waveforms (the featurization cache); augmentation, the feature front end and the model run
+on the training device. Batches are bucketed by length so that little padding is computed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from guitar_cls.augment import WaveformAugment, mixup, spec_augment
+from guitar_cls.config import Config, TrainingConfig
+from guitar_cls.data.schema import LABELS
+from guitar_cls.features import make_frontend
+from guitar_cls.models import build_model
+from guitar_cls.train.checkpoint import make_payload
+from guitar_cls.train.losses import build_loss
+from guitar_cls.train.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+METRIC = "val/balanced_accuracy"  # what early stopping, checkpoint ranking and sweeps optimise
+
+# report(metrics, latest_payload, best_payload_or_None): called once per epoch on every rank.
+ReportFn = Callable[[dict[str, float], dict[str, Any], dict[str, Any] | None], None]
+
+
+@dataclass
+class SnippetSet:
+    """Processed waveforms (unpadded), their lengths in samples and integer labels."""
+
+    waves: list[np.ndarray]
+    lengths: np.ndarray  # (N,) int64
+    labels: np.ndarray  # (N,) int64
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame) -> SnippetSet:
+        """Returns the set built from cache rows (columns ``waveform``, ``length``, ``label``)."""
+        waves = [np.asarray(w, dtype=np.float32) for w in df["waveform"]]
+        return cls(waves, df["length"].to_numpy(np.int64), df["label"].to_numpy(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    def subset(self, idx: np.ndarray) -> SnippetSet:
+        return SnippetSet([self.waves[i] for i in idx], self.lengths[idx], self.labels[idx])
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(LABELS))
+
+
+def bucket_batches(
+    lengths: np.ndarray, batch_size: int, *, shuffle: bool, rng: np.random.Generator | None = None, bucket: bool = True
+) -> list[np.ndarray]:
+    """Returns batches of indices; neighbours in length share a batch (with jitter when shuffling)."""
+    n = len(lengths)
+    if bucket:
+        key = np.log(np.maximum(lengths, 1).astype(np.float64))
+        if shuffle:
+            key = key + rng.uniform(-0.15, 0.15, n)  # jitter so batches differ between epochs
+        order = np.argsort(key, kind="stable")
+    else:
+        order = rng.permutation(n) if shuffle else np.arange(n)
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def collate(data: SnippetSet, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (waves (B, N_max) zero-padded, lengths (B,), labels (B,)) on ``device``."""
+    lengths = data.lengths[idx]
+    out = np.zeros((len(idx), int(lengths.max())), dtype=np.float32)
+    for row, i in enumerate(idx):
+        out[row, : data.lengths[i]] = data.waves[i][: data.lengths[i]]
+    return (
+        torch.from_numpy(out).to(device, non_blocking=True),
+        torch.from_numpy(lengths).to(device),
+        torch.from_numpy(data.labels[idx]).to(device),
+    )
+
+
+@dataclass
+class TrainParts:
+    """Everything one worker trains with."""
+
+    model: nn.Module
+    frontend: nn.Module
+    augment: WaveformAugment
+    loss: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+
+
+def build_optimizer(params: Any, tc: TrainingConfig) -> torch.optim.Optimizer:
+    """Returns the optimizer named by ``tc.optimizer``."""
+    if tc.optimizer == "adam":
+        return torch.optim.Adam(params, lr=tc.learning_rate, weight_decay=tc.weight_decay)
+    if tc.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=tc.learning_rate, weight_decay=tc.weight_decay)
+    if tc.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=tc.learning_rate, momentum=tc.momentum, weight_decay=tc.weight_decay, nesterov=True
+        )
+    raise ValueError(f"unsupported optimizer: {tc.optimizer!r}")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, tc: TrainingConfig, steps_per_epoch: int) -> Any:
+    """Returns the LR scheduler named by ``tc.scheduler`` (stepped per batch for one-cycle, per epoch otherwise)."""
+    if tc.scheduler == "none":
+        return None
+    if tc.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+    if tc.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tc.epochs, eta_min=tc.learning_rate / 50)
+    if tc.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=tc.learning_rate, total_steps=tc.epochs * max(steps_per_epoch, 1)
+        )
+    raise ValueError(f"unsupported scheduler: {tc.scheduler!r}")
+
+
+def pick_device(tc: TrainingConfig) -> torch.device:
+    """Returns cuda when ``use_gpu`` (or auto with a GPU present), else cpu."""
+    want = torch.cuda.is_available() if tc.use_gpu is None else tc.use_gpu
+    if want and not torch.cuda.is_available():
+        raise RuntimeError("training.use_gpu is true but no CUDA device is visible")
+    return torch.device("cuda", torch.cuda.current_device()) if want else torch.device("cpu")
+
+
+def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, device: torch.device) -> TrainParts:
+    """Returns model, front end, augmentation, loss, optimizer and scheduler for ``cfg`` on ``device``."""
+    tc = cfg.training
+    frontend = make_frontend(cfg.features, cfg.data.sample_rate).to(device)
+    hp = dict(cfg.model.params)
+    if cfg.model.pretrained:
+        hp["pretrained"] = cfg.model.pretrained
+    model = build_model(cfg.model.name, n_classes=len(LABELS), in_channels=frontend.in_channels, **hp).to(device)
+    cuda = device.type == "cuda"
+    if cuda and tc.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model.parameters(), tc)
+    weights_counts = torch.as_tensor(class_counts, dtype=torch.float32)
+    return TrainParts(
+        model=model,
+        frontend=frontend,
+        augment=WaveformAugment(cfg.augmentation, cfg.data.sample_rate).to(device),
+        loss=build_loss(tc, weights_counts).to(device),
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, tc, steps_per_epoch),
+        device=device,
+        amp_dtype=torch.bfloat16 if cuda and tc.amp else None,
+        channels_last=cuda and tc.channels_last,
+    )
+
+
+def _autocast(parts: TrainParts):
+    if parts.amp_dtype is None:
+        return nullcontext()
+    return torch.autocast(device_type=parts.device.type, dtype=parts.amp_dtype)
+
+
+def _features(parts: TrainParts, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    feats, frames = parts.frontend(waves, lengths)  # (B, C, F, T), (B,)
+    if parts.channels_last:
+        feats = feats.contiguous(memory_format=torch.channels_last)
+    return feats, frames
+
+
+def train_one_epoch(
+    parts: TrainParts, data: SnippetSet, cfg: Config, batches: list[np.ndarray], generator: torch.Generator
+) -> dict[str, float]:
+    """Runs one epoch over ``batches`` of ``data`` and returns ``{"train/loss", "train/samples_per_s"}``."""
+    parts.model.train()
+    parts.augment.train()
+    aug = cfg.augmentation
+    total, count, t0 = 0.0, 0, time.perf_counter()
+    for idx in batches:
+        waves, lengths, labels = collate(data, idx, parts.device)
+        with torch.no_grad():
+            waves, lengths = parts.augment(waves, lengths)
+            feats, frames = _features(parts, waves, lengths)
+            if aug.enabled and aug.spec_augment.enabled:
+                feats = spec_augment(feats, frames, aug.spec_augment, generator=generator)
+            target: torch.Tensor = labels
+            if aug.enabled and aug.mixup.enabled and torch.rand((), generator=generator).item() < aug.mixup.p:
+                onehot = nn.functional.one_hot(labels, len(LABELS)).float()
+                feats, target, frames = mixup(feats, onehot, aug.mixup.alpha, frames, generator=generator)
+        with _autocast(parts):
+            logits = parts.model(feats, frames)
+        loss = parts.loss(logits.float(), target)
+        parts.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(parts.model.parameters(), 5.0)
+        parts.optimizer.step()
+        if isinstance(parts.scheduler, torch.optim.lr_scheduler.OneCycleLR):
+            parts.scheduler.step()
+        total += loss.item() * len(idx)
+        count += len(idx)
+    seconds = time.perf_counter() - t0
+    return {"train/loss": total / max(count, 1), "train/samples_per_s": count / max(seconds, 1e-9)}
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module,
+    frontend: nn.Module,
+    data: SnippetSet,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    amp_dtype: torch.dtype | None = None,
+) -> np.ndarray:
+    """Returns class probabilities (N, n_classes) for ``data`` in its own order."""
+    device = torch.device(device)
+    model.eval()
+    frontend.eval()
+    out = np.zeros((len(data), len(LABELS)), dtype=np.float32)
+    for idx in bucket_batches(data.lengths, batch_size, shuffle=False):
+        waves, lengths, _ = collate(data, idx, device)
+        feats, frames = frontend(waves, lengths)
+        ctx = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+        with ctx:
+            logits = model(feats, frames)
+        out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    return out
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_predictions(idx: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Returns every rank's (indices, probabilities) concatenated and sorted by index (identity without DDP)."""
+    rank, world = _world()
+    if world == 1:
+        return idx, probs
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, (idx, probs))
+    all_idx = np.concatenate([p[0] for p in parts])
+    all_probs = np.concatenate([p[1] for p in parts])
+    order = np.argsort(all_idx, kind="stable")
+    return all_idx[order], all_probs[order]
+
+
+def split_metrics(parts: TrainParts, data: SnippetSet, prefix: str, batch_size: int) -> dict[str, Any]:
+    """Returns metrics of the whole split (every rank predicts its share; predictions are gathered)."""
+    rank, world = _world()
+    idx = np.arange(rank, len(data), world)
+    probs = predict_proba(parts.model, parts.frontend, data.subset(idx), batch_size, parts.device, parts.amp_dtype)
+    idx, probs = gather_predictions(idx, probs)
+    metrics = classification_metrics(data.labels[idx], probs)
+    return {f"{prefix}/{k}": v for k, v in metrics.items() if not isinstance(v, list)}
+
+
+def _shard_indices(n: int, rank: int, world: int, rng: np.random.Generator) -> np.ndarray:
+    """Returns this rank's training indices; every rank gets the same count so DDP steps stay in lock-step."""
+    perm = rng.permutation(n)
+    per_rank = math.ceil(n / world)
+    perm = np.concatenate([perm, perm[: per_rank * world - n]])
+    return perm[rank::world]
+
+
+def fit(
+    cfg: Config,
+    train: SnippetSet,
+    val: SnippetSet,
+    *,
+    report: ReportFn | None = None,
+    resume: dict[str, Any] | None = None,
+    wrap_model: Callable[[nn.Module], nn.Module] | None = None,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
+    """Trains ``cfg`` on ``train`` with early stopping on ``val`` and returns the summary.
+
+    Args:
+        report: called every epoch with (metrics, latest checkpoint payload, best payload or None).
+        resume: a latest-checkpoint payload to continue from (optimizer, scheduler, epoch, early-stopping state).
+        wrap_model: e.g. ``ray.train.torch.prepare_model`` for DDP.
+        device: defaults to ``pick_device(cfg.training)``.
+
+    Returns:
+        ``{"best_epoch", "best_metric", "epochs_run", "stopped_early", "history"}``; history holds per-epoch metrics.
+    """
+    tc = cfg.training
+    rank, world = _world()
+    device = device or pick_device(tc)
+    torch.manual_seed(tc.seed)
+    np_rng = np.random.default_rng(tc.seed)
+    steps = math.ceil(math.ceil(len(train) / world) / tc.batch_size)
+    parts = build_parts(cfg, train.class_counts(), steps, device)
+    start_epoch, best_metric, best_epoch, since_best = 0, -math.inf, -1, 0
+    best_payload: dict[str, Any] | None = None
+    if resume is not None:
+        parts.model.load_state_dict(resume["state_dict"])
+        if resume.get("optimizer"):
+            parts.optimizer.load_state_dict(resume["optimizer"])
+        if parts.scheduler is not None and resume.get("scheduler"):
+            parts.scheduler.load_state_dict(resume["scheduler"])
+        start_epoch = resume["epoch"] + 1
+        best_metric = resume["best_metric"]
+        best_epoch = resume["extra"].get("best_epoch", -1)
+        since_best = resume["extra"].get("since_best", 0)
+        np_rng = np.random.default_rng([tc.seed, start_epoch])
+        log.info("resuming at epoch %d (best %s %.4f at epoch %d)", start_epoch, METRIC, best_metric, best_epoch)
+    if wrap_model is not None:
+        parts.model = wrap_model(parts.model)
+    generator = torch.Generator(device="cpu").manual_seed(tc.seed * 1000 + rank + start_epoch)
+    history: list[dict[str, float]] = []
+    stopped_early = False
+    for epoch in range(start_epoch, tc.epochs):
+        t0 = time.perf_counter()
+        shard = train.subset(_shard_indices(len(train), rank, world, np_rng))
+        batches = bucket_batches(shard.lengths, tc.batch_size, shuffle=True, rng=np_rng, bucket=tc.bucket_batches)
+        metrics: dict[str, float] = {"epoch": epoch}
+        metrics.update(train_one_epoch(parts, shard, cfg, batches, generator))
+        metrics.update(split_metrics(parts, val, "val", tc.batch_size))
+        metrics["lr"] = parts.optimizer.param_groups[0]["lr"]
+        if isinstance(parts.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            parts.scheduler.step(metrics[METRIC])
+        elif parts.scheduler is not None and not isinstance(parts.scheduler, torch.optim.lr_scheduler.OneCycleLR):
+            parts.scheduler.step()
+        value = metrics[METRIC]
+        improved = value > best_metric + 1e-6
+        if improved:
+            best_metric, best_epoch, since_best = value, epoch, 0
+        else:
+            since_best += 1
+        metrics["best/" + METRIC] = best_metric
+        metrics["epoch_s"] = time.perf_counter() - t0
+        history.append(metrics)
+        if rank == 0:
+            log.info(
+                "epoch %d  loss %.4f  %s %.4f  (best %.4f @ %d)  %.1fs",
+                epoch,
+                metrics["train/loss"],
+                METRIC,
+                value,
+                best_metric,
+                best_epoch,
+                metrics["epoch_s"],
+            )
+        in_ch = parts.frontend.in_channels
+        latest = make_payload(
+            parts.model,
+            cfg,
+            in_ch,
+            epoch=epoch,
+            metrics=metrics,
+            best_metric=best_metric,
+            optimizer=parts.optimizer,
+            scheduler=parts.scheduler,
+            extra={"best_epoch": best_epoch, "since_best": since_best},
+        )
+        if improved:
+            best_payload = latest
+        if report is not None:
+            report(metrics, latest, best_payload if improved else None)
+        if since_best >= tc.early_stopping_patience:
+            stopped_early = True
+            if rank == 0:
+                log.info("early stop: no improvement for %d epochs", since_best)
+            break
+    return {
+        "best_epoch": best_epoch,
+        "best_metric": best_metric,
+        "epochs_run": len(history),
+        "stopped_early": stopped_early,
+        "history": history,
+        "best_payload": best_payload,
+    }
