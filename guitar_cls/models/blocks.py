@@ -1,0 +1,229 @@
+"""Building blocks shared by the model families: length masking, masked pooling, the residual block.
+
+Every model takes zero-padded batches ``[B, C, F, T]`` plus the valid frame count of each snippet. To give a snippet
+the same prediction alone as inside a padded batch, :class:`LengthMasker` installs hooks on a module tree:
+
+- every ``Conv2d`` input is zeroed past the valid length (forward pre-hook), so a convolution sees exactly the zeros
+  its own padding would give the snippet alone;
+- every ``MaxPool2d`` input is set to ``-inf`` past the valid length (the value max-pool padding uses), and its output
+  past the new valid length is zeroed again so training-mode batch norm never sees ``-inf``;
+- after each conv/pool the valid length at the new time resolution follows the convolution formula
+  ``L_out = floor((L_in + 2p - d(k-1) - 1) / s) + 1`` (``ceil(L_in / s)`` for 'same'-padded strided convs), and is
+  remembered per time resolution ``T`` (``T`` only shrinks through these networks, so one ``T`` is one resolution);
+- global average pools (``nn.AdaptiveAvgPool2d(1)``, e.g. the squeeze-excitation pools of torchvision) are replaced by
+  :class:`MaskedGlobalPool`, a mean over valid frames only.
+
+Element-wise layers (batch norm in eval mode, activations, residual sums) keep positions independent, so the valid
+outputs are exact; positions past the length hold junk that the next conv/pool masks away. With ``lengths=None``
+nothing is masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+
+def _last(v: Any) -> int:
+    """Returns the time-axis entry of an int-or-tuple conv/pool parameter."""
+    return int(v[-1]) if isinstance(v, (tuple, list)) else int(v)
+
+
+def conv_out_length(
+    length: Tensor, kernel: int, stride: int, padding: int, dilation: int = 1, ceil_mode: bool = False
+) -> Tensor:
+    """Returns the output length of a conv/pool for input length(s) ``length`` (the PyTorch shape formula)."""
+    num = length + 2 * padding - dilation * (kernel - 1) - 1
+    out = (
+        torch.div(num + stride - 1, stride, rounding_mode="floor")
+        if ceil_mode
+        else torch.div(num, stride, rounding_mode="floor")
+    ) + 1
+    if ceil_mode:  # PyTorch drops a last window that would start inside the right padding
+        out = torch.where((out - 1) * stride >= length + padding, out - 1, out)
+    return out
+
+
+def time_mask(lengths: Tensor, t: int) -> Tensor:
+    """Returns a bool mask ``[B, T]``: True on valid frames (index < length)."""
+    return torch.arange(t, device=lengths.device) < lengths[:, None]
+
+
+class LengthMasker:
+    """Tracks valid lengths per time resolution through a module tree and masks conv/pool inputs past them.
+
+    Build it once over a model (``LengthMasker(model)``); run the forward inside ``with masker.track(lengths, T):``.
+    Outside ``track`` (or with ``lengths=None``) every hook is a no-op.
+    """
+
+    def __init__(self, root: nn.Module) -> None:
+        self._by_t: dict[int, Tensor] | None = None
+        n_conv = n_pool = n_gap = 0
+        for name, module in list(root.named_modules()):
+            if isinstance(module, nn.Conv2d):
+                module.register_forward_pre_hook(self._zero_input)
+                module.register_forward_hook(self._record_conv)
+                n_conv += 1
+            elif isinstance(module, nn.MaxPool2d):
+                module.register_forward_pre_hook(self._neginf_input)
+                module.register_forward_hook(self._record_pool)
+                n_pool += 1
+            elif isinstance(module, (nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool1d, nn.Conv1d)):
+                raise TypeError(f"LengthMasker: {name} ({type(module).__name__}) is not supported")
+            for child_name, child in list(module.named_children()):
+                if isinstance(child, nn.AdaptiveAvgPool2d) and child.output_size in (1, (1, 1)):
+                    setattr(module, child_name, MaskedGlobalPool(self))
+                    n_gap += 1
+                elif isinstance(child, nn.AdaptiveAvgPool2d):
+                    raise TypeError(f"LengthMasker: {name}.{child_name} pools to {child.output_size}, not 1")
+        log.debug("LengthMasker: %d convs, %d max-pools, %d global pools", n_conv, n_pool, n_gap)
+
+    @property
+    def active(self) -> bool:
+        """Returns whether lengths are being tracked (inside ``track`` with lengths given)."""
+        return self._by_t is not None
+
+    @contextlib.contextmanager
+    def track(self, lengths: Tensor | None, t: int) -> Iterator[None]:
+        """Tracks ``lengths`` ``[B]`` (valid frames of an input with ``t`` frames) for the enclosed forward."""
+        if lengths is None:
+            yield
+            return
+        previous = self._by_t
+        self._by_t = {int(t): lengths.clamp(1, t)}
+        try:
+            yield
+        finally:
+            self._by_t = previous
+
+    def lengths_for(self, t: int) -> Tensor | None:
+        """Returns the valid lengths ``[B]`` at time resolution ``t``, or None when not tracking."""
+        if self._by_t is None:
+            return None
+        try:
+            return self._by_t[t]
+        except KeyError:
+            raise RuntimeError(
+                f"LengthMasker: no valid lengths known for a time axis of {t} frames "
+                f"(known: {sorted(self._by_t)}); a layer changed T outside conv/max-pool"
+            ) from None
+
+    def _record(self, t_out: int, lengths: Tensor) -> None:
+        assert self._by_t is not None
+        lengths = lengths.clamp(1, t_out)
+        known = self._by_t.get(t_out)
+        if known is None:
+            self._by_t[t_out] = lengths
+        elif not torch.equal(known, lengths):
+            raise RuntimeError(f"LengthMasker: two resolutions with {t_out} frames disagree on the valid lengths")
+
+    def _zero_input(self, module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
+        if self._by_t is None:
+            return None
+        x = args[0]
+        mask = time_mask(self.lengths_for(x.shape[-1]), x.shape[-1])  # (B, T)
+        return (x.masked_fill(~mask[:, None, None, :], 0.0), *args[1:])
+
+    def _neginf_input(self, module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
+        if self._by_t is None:
+            return None
+        x = args[0]
+        mask = time_mask(self.lengths_for(x.shape[-1]), x.shape[-1])
+        return (x.masked_fill(~mask[:, None, None, :], float("-inf")), *args[1:])
+
+    def _record_conv(self, module: nn.Conv2d, args: tuple[Tensor, ...], out: Tensor) -> None:
+        if self._by_t is None:
+            return
+        length = self.lengths_for(args[0].shape[-1])
+        if isinstance(module.padding, str):  # 'same' (stride 1 only in PyTorch) or 'valid'
+            pad = 0 if module.padding == "valid" else None
+        else:
+            pad = _last(module.padding)
+        if pad is None:
+            new = length
+        else:
+            new = conv_out_length(length, _last(module.kernel_size), _last(module.stride), pad, _last(module.dilation))
+        self._record(out.shape[-1], new)
+
+    def _record_pool(self, module: nn.MaxPool2d, args: tuple[Tensor, ...], out: Tensor) -> Tensor | None:
+        if self._by_t is None:
+            return None
+        length = self.lengths_for(args[0].shape[-1])
+        stride = module.stride if module.stride is not None else module.kernel_size
+        new = conv_out_length(
+            length,
+            _last(module.kernel_size),
+            _last(stride),
+            _last(module.padding),
+            _last(module.dilation),
+            module.ceil_mode,
+        )
+        self._record(out.shape[-1], new)
+        mask = time_mask(self.lengths_for(out.shape[-1]), out.shape[-1])
+        return out.masked_fill(~mask[:, None, None, :], 0.0)  # no -inf left for batch norm / residual sums
+
+
+def masked_mean(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Returns the mean over frequency and valid frames: ``[B, C, F, T] -> [B, C]``."""
+    if lengths is None:
+        return x.mean(dim=(-2, -1))
+    mask = time_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, None, :]  # (B, 1, 1, T)
+    total = (x * mask).sum(dim=(-2, -1))
+    return total / (lengths.to(x.dtype)[:, None] * x.shape[-2])
+
+
+def masked_max(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Returns the max over frequency and valid frames: ``[B, C, F, T] -> [B, C]``."""
+    if lengths is not None:
+        mask = time_mask(lengths, x.shape[-1])[:, None, None, :]
+        x = x.masked_fill(~mask, float("-inf"))
+    return x.amax(dim=(-2, -1))
+
+
+class MaskedGlobalPool(nn.Module):
+    """Global average pool ``[B, C, F, T] -> [B, C, 1, 1]`` over valid frames (drop-in for AdaptiveAvgPool2d(1))."""
+
+    def __init__(self, masker: LengthMasker) -> None:
+        super().__init__()
+        self.masker = masker  # a plain object, not a submodule
+
+    def forward(self, x: Tensor) -> Tensor:
+        return masked_mean(x, self.masker.lengths_for(x.shape[-1]))[..., None, None]
+
+
+def pool_features(x: Tensor, lengths: Tensor | None, pool: str) -> Tensor:
+    """Returns the pooled embedding ``[B, C]`` ("avg") or ``[B, 2C]`` ("avgmax": mean and max concatenated)."""
+    if pool == "avg":
+        return masked_mean(x, lengths)
+    if pool == "avgmax":
+        return torch.cat([masked_mean(x, lengths), masked_max(x, lengths)], dim=1)
+    raise ValueError(f"unsupported pool: {pool!r} (known: 'avg', 'avgmax')")
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 conv-BN layers with an identity (or 1x1 strided projection) shortcut."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))

@@ -1,0 +1,119 @@
+"""Model registry and every registered model: shapes, autograd, and padded-batch == alone agreement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from guitar_cls.models import build_model, list_models, model_params
+from guitar_cls.models.blocks import LengthMasker, conv_out_length
+
+# Small widths so the whole file runs in seconds on a CPU.
+SMALL: dict[str, dict] = {
+    "resnet": {"base_width": 8},
+    "resnet_reference": {"base_width": 8, "blocks": (1, 1, 1, 1)},
+    "efficientnet_b0": {"width_mult": 0.25, "depth_mult": 0.34},
+    "mobilenet_v3_small": {"width_mult": 0.25},
+    "mobilenet_v3_large": {"width_mult": 0.25},
+}
+
+
+def _small(name: str, **kw) -> torch.nn.Module:
+    return build_model(name, **{**SMALL.get(name, {}), **kw})
+
+
+def _padded_batch(lengths: list[int], c: int, f: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.tensor(lengths)
+    x = torch.randn(len(lengths), c, f, max(lengths), generator=g)
+    x = x * (torch.arange(max(lengths)) < lens[:, None])[:, None, None, :]  # the frontend's zero padding
+    return x, lens
+
+
+def test_unknown_model_lists_models() -> None:
+    with pytest.raises(ValueError) as err:
+        build_model("resnet_9000")
+    for name in list_models():
+        assert name in str(err.value)
+
+
+def test_unknown_parameter_is_named() -> None:
+    with pytest.raises(ValueError, match="base_widht"):
+        build_model("resnet", base_widht=8)
+
+
+def test_none_parameters_fall_back_to_defaults() -> None:
+    model = build_model("resnet", base_width=None, dropout=None, blocks=(1, 1, 1, 1))
+    assert model.stem[0].out_channels == model_params("resnet")["base_width"]
+
+
+def test_resnet_reference_has_the_brief_head() -> None:
+    model = build_model("resnet_reference")
+    dims = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert dims == [(512, 256), (256, 128), (128, 3)]
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize(("c", "f"), [(1, 128), (2, 12)])
+def test_forward_backward_two_lengths(name: str, c: int, f: int) -> None:
+    torch.manual_seed(0)
+    model = _small(name, in_channels=c, n_classes=3)
+    for t in (40, 97):
+        x, lens = _padded_batch([t, t // 2 + 1], c, f)
+        logits = model(x, lens)
+        assert logits.shape == (2, 3)
+        logits.sum().backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        model.zero_grad()
+        emb = model.embed(x, lens)
+        assert emb.ndim == 2 and emb.shape[0] == 2
+        assert model(x, None).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_padded_batch_matches_alone(name: str) -> None:
+    torch.manual_seed(0)
+    model = _small(name, in_channels=1)
+    x, lens = _padded_batch([97, 61, 40, 23], c=1, f=32, seed=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    model.train()
+    for _ in range(3):  # a few steps so batch-norm running statistics are not the trivial (0, 1)
+        loss = torch.nn.functional.cross_entropy(model(x, lens), torch.tensor([0, 1, 2, 0]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        batched = model(x, lens)
+        batched_emb = model.embed(x, lens)
+        for i, n in enumerate(lens.tolist()):
+            alone = x[i : i + 1, :, :, :n]
+            torch.testing.assert_close(model(alone, None)[0], batched[i], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(model(alone, torch.tensor([n]))[0], batched[i], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(model.embed(alone, None)[0], batched_emb[i], atol=1e-4, rtol=1e-4)
+        # Without lengths the padding leaks into the pooled features: the masking is what makes them agree.
+        assert not torch.allclose(model(x, None)[3], batched[3], atol=1e-4)
+
+
+def test_conv_out_length_matches_pytorch_shapes() -> None:
+    for k, s, p, d, ceil in [
+        (7, 2, 3, 1, False),
+        (3, 2, 1, 1, False),
+        (1, 2, 0, 1, False),
+        (5, 2, 2, 1, False),
+        (3, 1, 2, 2, False),
+        (3, 2, 1, 1, True),
+        (2, 2, 0, 1, True),
+    ]:
+        for t in range(1, 30):
+            if ceil:
+                out = torch.nn.MaxPool2d((1, k), (1, s), (0, p), (1, d), ceil_mode=True)(torch.zeros(1, 1, 1, t))
+            else:
+                out = torch.nn.Conv2d(1, 1, (1, k), (1, s), (0, p), (1, d))(torch.zeros(1, 1, 1, t))
+            assert conv_out_length(torch.tensor(t), k, s, p, d, ceil).item() == out.shape[-1], (k, s, p, d, ceil, t)
+
+
+def test_masker_refuses_unsupported_pooling() -> None:
+    with pytest.raises(TypeError, match="AvgPool2d"):
+        LengthMasker(torch.nn.Sequential(torch.nn.AvgPool2d(2)))
