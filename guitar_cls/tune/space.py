@@ -1,0 +1,614 @@
+"""Search spaces as data: a YAML file -> a validated ``SearchSpace`` -> the searcher, scheduler and trial configs.
+
+The schema is documented in ``search_spaces/README.md``. Everything is checked when the file is loaded, before any
+trial starts; a ``SpaceError`` names the file and the key (``search_spaces/arch.yaml: params.model.params.blocks.when:
+...``). Parameter names are dotted config keys (``training.learning_rate``), never ``/`` (Ray would nest those).
+
+Optuna's categorical distribution holds scalars only, so list- and mapping-valued choices (``blocks: [1, 1, 1, 1]``)
+travel through the searcher as JSON strings; ``trial_overrides`` decodes them again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from guitar_cls.config import Config, ConfigError, config_from_dict
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("tpe", "random", "grid")
+SCHEDULERS = ("asha", "fifo")
+MODES = ("max", "min")
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
+_MODIFIERS = {"choice": ("when",), "uniform": ("when", "step"), "loguniform": ("when",), "int": ("when", "step", "log")}
+_TOP_KEYS = ("name", "metric", "mode", "search", "scheduler", "budget", "data", "fixed", "params")
+_SEARCH_KEYS = {
+    "tpe": ("algorithm", "seed", "points_to_evaluate", "n_startup_trials"),
+    "random": ("algorithm", "seed", "points_to_evaluate"),
+    "grid": ("algorithm", "seed"),
+}
+_SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor"), "fifo": ("type",)}
+_BUDGET_KEYS = ("num_samples", "max_epochs", "time_budget_s", "max_concurrent_trials")
+_KEY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_METRIC_RE = re.compile(r"^[A-Za-z_]\w*/[A-Za-z_][\w/]*$")
+# Keys owned by other parts of the schema: the epoch count is the budget's, data settings are shared by every trial
+# (the waveform cache is built once per sweep).
+_EPOCHS_KEY = "training.epochs"
+_Fail = Callable[[str, str], "SpaceError"]
+
+
+class SpaceError(ValueError):
+    """A search-space file is invalid; the message names the file and the key."""
+
+
+@dataclass
+class Param:
+    """One searched config key and its distribution.
+
+    ``low``/``high`` bound ``uniform``, ``loguniform`` and ``int`` (both inclusive); ``choices`` lists the values of
+    ``choice``. ``when`` maps an earlier ``choice`` param to the values under which this one is sampled.
+    """
+
+    key: str
+    kind: str
+    low: float | int | None = None
+    high: float | int | None = None
+    choices: tuple[Any, ...] = ()
+    step: float | int | None = None
+    log: bool = False
+    when: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def is_active(self, values: Mapping[str, Any]) -> bool:
+        """Returns whether every ``when`` condition holds for the (decoded) values sampled so far."""
+        return all(k in values and _contains(allowed, values[k]) for k, allowed in self.when.items())
+
+    def contains(self, value: Any) -> bool:
+        """Returns whether ``value`` (decoded) can come out of this distribution."""
+        if self.kind == "choice":
+            return _contains(self.choices, value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind == "int" and not isinstance(value, int):
+            return False
+        if not self.low <= value <= self.high:
+            return False
+        if self.step is not None:
+            k = (value - self.low) / self.step
+            return math.isclose(k, round(k), abs_tol=1e-9)
+        return True
+
+    def encode(self, value: Any) -> Any:
+        """Returns ``value`` as the searcher holds it (JSON string for lists and mappings)."""
+        return _encode(value)
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        """Returns the decoded value sampled from ``trial`` under this param's key."""
+        if self.kind == "choice":
+            return _decode(trial.suggest_categorical(self.key, [_encode(c) for c in self.choices]))
+        if self.kind == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(
+            self.key, float(self.low), float(self.high), step=self.step, log=self.kind == "loguniform"
+        )
+
+    def sample_values(self) -> list[Any]:
+        """Returns the values that bound this distribution (every choice, or both ends), for validation."""
+        if self.kind == "choice":
+            return list(self.choices)
+        if self.kind == "int":
+            return [int(self.low), int(self.high)]
+        return [float(self.low), float(self.high)]
+
+
+@dataclass
+class SearchSettings:
+    algorithm: str = "tpe"
+    seed: int = 0
+    points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)  # decoded values, dotted keys
+    n_startup_trials: int | None = None  # TPE's random start (None -> Optuna's default, 10)
+
+
+@dataclass
+class SchedulerSettings:
+    type: str = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 4.0
+
+
+@dataclass
+class Budget:
+    num_samples: int
+    max_epochs: int
+    time_budget_s: float | None = None
+    max_concurrent_trials: int | None = None  # None -> planned from the cluster
+
+
+@dataclass
+class SearchSpace:
+    """A validated search space; ``params`` keeps the file's order (conditions refer to earlier params)."""
+
+    name: str
+    metric: str
+    mode: str
+    search: SearchSettings
+    scheduler: SchedulerSettings
+    budget: Budget
+    data: dict[str, Any]
+    fixed: dict[str, Any]
+    params: dict[str, Param]
+    source: str = "<space>"
+
+    def shared_overrides(self) -> list[tuple[str, Any]]:
+        """Returns the overrides every trial shares: the ``data`` section, then ``fixed``."""
+        return [(f"data.{k}", v) for k, v in self.data.items()] + list(self.fixed.items())
+
+    def constants(self) -> dict[str, Any]:
+        """Returns the constant entries every trial config carries (``training.epochs``)."""
+        return {_EPOCHS_KEY: self.budget.max_epochs}
+
+
+@dataclass
+class SearchPlan:
+    """What the Tuner needs: ``TuneConfig(search_alg=...)`` and ``Tuner(param_space=...)``.
+
+    With ``grid``, Tune runs every combination ``budget.num_samples`` times, so that number means repeats of the grid.
+    """
+
+    search_alg: Any
+    param_space: dict[str, Any]
+
+
+class DefineByRun:
+    """Optuna define-by-run space: samples each param in order, skipping those whose ``when`` does not hold.
+
+    A plain class rather than a closure because Tune pickles the searcher with its space.
+    """
+
+    def __init__(self, params: Iterable[Param], constants: Mapping[str, Any] | None = None) -> None:
+        self.params = list(params)
+        self.constants = dict(constants or {})
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any] | None:
+        """Returns the constants to merge into the trial config (Ray's define-by-run contract)."""
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if p.is_active(values):
+                values[p.key] = p.suggest(trial)
+        return dict(self.constants) or None
+
+    def __repr__(self) -> str:
+        return f"DefineByRun({[p.key for p in self.params]}, constants={self.constants})"
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Returns the validated search space in the YAML file ``path``; raises SpaceError naming the file and key."""
+    path = Path(path)
+    if not path.exists():
+        raise SpaceError(f"{path}: search-space file not found")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise SpaceError(f"{path}: not valid YAML: {e}") from None
+    return space_from_dict(data, source=str(path), default_name=path.stem)
+
+
+def space_from_dict(data: Any, source: str = "<space>", default_name: str = "sweep") -> SearchSpace:
+    """Returns the validated search space from a parsed mapping (the YAML schema); ``source`` names it in errors."""
+
+    def fail(where: str, msg: str) -> SpaceError:
+        return SpaceError(f"{source}: {where}: {msg}")
+
+    if not isinstance(data, dict):
+        raise SpaceError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    _no_unknown(data, _TOP_KEYS, "", fail)
+
+    name = data.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        raise fail("name", f"expected a non-empty string, got {name!r}")
+    if "metric" not in data:
+        raise fail("metric", "missing (the reported metric key, e.g. val/balanced_accuracy)")
+    metric = data["metric"]
+    if not isinstance(metric, str) or not _METRIC_RE.match(metric):
+        raise fail("metric", f"{metric!r} is not a namespaced metric key like val/balanced_accuracy")
+    mode = data.get("mode")
+    if mode not in MODES:
+        raise fail("mode", f"{mode!r} is not one of {list(MODES)}")
+
+    budget = _parse_budget(_section(data, "budget", fail, required=True), fail)
+    scheduler = _parse_scheduler(_section(data, "scheduler", fail), budget, fail)
+    data_section = _section(data, "data", fail)
+    fixed = _section(data, "fixed", fail)
+    raw_params = _section(data, "params", fail, required=True)
+    if not raw_params:
+        raise fail("params", "no parameters to search")
+
+    # Every value is checked against the config with the shared settings applied, so a value that is valid alone
+    # but not with the sweep's other settings (f_min above a fixed f_max) is caught here too.
+    shared: list[tuple[str, Any]] = []
+    for k, v in data_section.items():
+        if not isinstance(k, str) or "." in k:
+            raise fail(f"data.{k}", "expected a field of the data config (e.g. demo_recordings), not a dotted key")
+        shared.append((f"data.{k}", v))
+        _check_config(shared, f"data.{k}", fail)
+    for k, v in fixed.items():
+        _check_key(k, f"fixed.{k}", fail)
+        if k == _EPOCHS_KEY:
+            raise fail(f"fixed.{k}", "set by budget.max_epochs")
+        if k.startswith("data."):
+            raise fail(f"fixed.{k}", "data settings go in the `data` section")
+        shared.append((k, v))
+        _check_config(shared, f"fixed.{k}", fail)
+
+    params: dict[str, Param] = {}
+    for key, spec in raw_params.items():
+        where = f"params.{key}"
+        _check_key(key, where, fail)
+        if key == _EPOCHS_KEY:
+            raise fail(where, "set by budget.max_epochs")
+        if key.startswith("data."):
+            raise fail(where, "data settings are shared by every trial; set them in the `data` section")
+        if key in fixed:
+            raise fail(where, "also set in `fixed`")
+        p = _parse_param(key, spec, params, where, fail)
+        for value in p.sample_values():
+            _check_config([*shared, (key, value)], where, fail)
+        params[key] = p
+
+    search = _parse_search(_section(data, "search", fail), params, fail)
+    return SearchSpace(
+        name=name,
+        metric=metric,
+        mode=mode,
+        search=search,
+        scheduler=scheduler,
+        budget=budget,
+        data=dict(data_section),
+        fixed=dict(fixed),
+        params=params,
+        source=source,
+    )
+
+
+def _section(data: dict[str, Any], key: str, fail: _Fail, required: bool = False) -> dict[str, Any]:
+    if key not in data or data[key] is None:
+        if required:
+            raise fail(key, "missing")
+        return {}
+    value = data[key]
+    if not isinstance(value, dict):
+        raise fail(key, f"expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _no_unknown(data: Mapping[str, Any], known: Sequence[str], prefix: str, fail: _Fail) -> None:
+    for k in data:
+        if k not in known:
+            raise fail(f"{prefix}{k}", f"unknown key (known: {', '.join(known)})")
+
+
+def _check_key(key: Any, where: str, fail: _Fail) -> None:
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise fail(where, "expected a dotted config key like training.learning_rate")
+
+
+def _check_config(overrides: list[tuple[str, Any]], where: str, fail: _Fail) -> None:
+    try:
+        config_from_dict({}, overrides)
+    except ConfigError as e:
+        raise fail(where, f"{overrides[-1][1]!r} rejected by the config ({e})") from None
+
+
+def _int(value: Any, where: str, fail: _Fail, lo: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail(where, f"expected an integer, got {value!r}")
+    if lo is not None and value < lo:
+        raise fail(where, f"must be at least {lo}, got {value}")
+    return value
+
+
+def _number(value: Any, where: str, fail: _Fail) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise fail(where, f"expected a number, got {value!r}")
+    return value
+
+
+def _parse_budget(data: dict[str, Any], fail: _Fail) -> Budget:
+    _no_unknown(data, _BUDGET_KEYS, "budget.", fail)
+    for k in ("num_samples", "max_epochs"):
+        if k not in data:
+            raise fail(f"budget.{k}", "missing")
+    budget = Budget(
+        num_samples=_int(data["num_samples"], "budget.num_samples", fail, lo=1),
+        max_epochs=_int(data["max_epochs"], "budget.max_epochs", fail, lo=1),
+    )
+    if data.get("time_budget_s") is not None:
+        t = _number(data["time_budget_s"], "budget.time_budget_s", fail)
+        if t <= 0:
+            raise fail("budget.time_budget_s", f"must be positive, got {t}")
+        budget.time_budget_s = float(t)
+    if data.get("max_concurrent_trials") is not None:
+        budget.max_concurrent_trials = _int(data["max_concurrent_trials"], "budget.max_concurrent_trials", fail, 1)
+    return budget
+
+
+def _parse_scheduler(data: dict[str, Any], budget: Budget, fail: _Fail) -> SchedulerSettings:
+    kind = data.get("type", "asha")
+    if kind not in SCHEDULERS:
+        raise fail("scheduler.type", f"{kind!r} is not one of {list(SCHEDULERS)}")
+    _no_unknown(data, _SCHEDULER_KEYS[kind], "scheduler.", fail)
+    out = SchedulerSettings(type=kind)
+    if kind == "asha":
+        out.grace_period = _int(data.get("grace_period", 1), "scheduler.grace_period", fail, lo=1)
+        if out.grace_period > budget.max_epochs:
+            raise fail("scheduler.grace_period", f"{out.grace_period} exceeds budget.max_epochs {budget.max_epochs}")
+        rf = _number(data.get("reduction_factor", 4), "scheduler.reduction_factor", fail)
+        if rf <= 1:
+            raise fail("scheduler.reduction_factor", f"must be above 1, got {rf}")
+        out.reduction_factor = float(rf)
+    return out
+
+
+def _parse_param(key: str, spec: Any, earlier: Mapping[str, Param], where: str, fail: _Fail) -> Param:
+    if not isinstance(spec, dict):
+        raise fail(where, f"expected a distribution mapping like {{choice: [...]}}, got {spec!r}")
+    kinds = [k for k in spec if k in DISTRIBUTIONS]
+    if len(kinds) != 1:
+        raise fail(where, f"expected exactly one of {list(DISTRIBUTIONS)}, got {sorted(map(str, spec))}")
+    kind = kinds[0]
+    _no_unknown(spec, (kind, *_MODIFIERS[kind]), f"{where}.", fail)
+    arg = spec[kind]
+    p = Param(key=key, kind=kind)
+    if kind == "choice":
+        if not isinstance(arg, list) or not arg:
+            raise fail(f"{where}.choice", "expected a non-empty list of values")
+        if len({_canon(v) for v in arg}) != len(arg):
+            raise fail(f"{where}.choice", f"duplicate values in {arg!r}")
+        p.choices = tuple(arg)
+    else:
+        if not isinstance(arg, list) or len(arg) != 2:
+            raise fail(f"{where}.{kind}", f"expected [low, high], got {arg!r}")
+        if kind == "int":
+            lo, hi = (_int(v, f"{where}.int", fail) for v in arg)
+        else:
+            lo, hi = (_number(v, f"{where}.{kind}", fail) for v in arg)
+        if lo >= hi:
+            raise fail(f"{where}.{kind}", f"low {lo} must be below high {hi}")
+        if kind == "loguniform" and lo <= 0:
+            raise fail(f"{where}.loguniform", f"low {lo} must be positive")
+        p.low, p.high = lo, hi
+        if spec.get("log") is not None:
+            if not isinstance(spec["log"], bool):
+                raise fail(f"{where}.log", f"expected true/false, got {spec['log']!r}")
+            p.log = spec["log"]
+            if p.log and lo < 1:
+                raise fail(f"{where}.log", f"a log-scaled int needs low >= 1, got {lo}")
+        if spec.get("step") is not None:
+            step = (
+                _int(spec["step"], f"{where}.step", fail, lo=1)
+                if kind == "int"
+                else _number(spec["step"], f"{where}.step", fail)
+            )
+            if step <= 0:
+                raise fail(f"{where}.step", f"must be positive, got {step}")
+            n = (hi - lo) / step
+            if not math.isclose(n, round(n), abs_tol=1e-9):
+                raise fail(f"{where}.step", f"{hi} - {lo} is not a multiple of {step}")
+            if p.log and step != 1:
+                raise fail(f"{where}.step", "log and step cannot be combined")
+            p.step = step
+    if spec.get("when") is not None:
+        p.when = _parse_when(spec["when"], earlier, f"{where}.when", fail)
+    return p
+
+
+def _parse_when(when: Any, earlier: Mapping[str, Param], where: str, fail: _Fail) -> dict[str, tuple[Any, ...]]:
+    if not isinstance(when, dict) or not when:
+        raise fail(where, f"expected a mapping {{earlier_param: value or [values]}}, got {when!r}")
+    out = {}
+    for parent, allowed in when.items():
+        if parent not in earlier:
+            raise fail(f"{where}.{parent}", "refers to a param that is not defined earlier in `params`")
+        pp = earlier[parent]
+        if pp.kind != "choice":
+            raise fail(f"{where}.{parent}", f"conditions can only refer to `choice` params, {parent} is {pp.kind}")
+        # A list is a set of alternatives unless it is itself one of the parent's (list-valued) choices.
+        values = [allowed] if not isinstance(allowed, list) or _contains(pp.choices, allowed) else allowed
+        for v in values:
+            if not _contains(pp.choices, v):
+                raise fail(f"{where}.{parent}", f"{v!r} is not one of its choices {list(pp.choices)}")
+        out[parent] = tuple(values)
+    return out
+
+
+def _parse_search(data: dict[str, Any], params: Mapping[str, Param], fail: _Fail) -> SearchSettings:
+    algorithm = data.get("algorithm", "tpe")
+    if algorithm not in ALGORITHMS:
+        raise fail("search.algorithm", f"{algorithm!r} is not one of {list(ALGORITHMS)}")
+    _no_unknown(data, _SEARCH_KEYS[algorithm], "search.", fail)
+    out = SearchSettings(algorithm=algorithm, seed=_int(data.get("seed", 0), "search.seed", fail))
+    if data.get("n_startup_trials") is not None:
+        out.n_startup_trials = _int(data["n_startup_trials"], "search.n_startup_trials", fail, lo=0)
+    if algorithm == "grid":
+        for p in params.values():
+            if p.when:
+                raise fail(f"params.{p.key}.when", "conditions need an Optuna algorithm (tpe or random), not grid")
+    points = data.get("points_to_evaluate") or []
+    if not isinstance(points, list):
+        raise fail("search.points_to_evaluate", "expected a list of mappings")
+    for i, point in enumerate(points):
+        out.points_to_evaluate.append(_check_point(point, params, f"search.points_to_evaluate[{i}]", fail))
+    return out
+
+
+def _check_point(point: Any, params: Mapping[str, Param], where: str, fail: _Fail) -> dict[str, Any]:
+    if not isinstance(point, dict) or not point:
+        raise fail(where, f"expected a non-empty mapping of param -> value, got {point!r}")
+    for key, value in point.items():
+        if key not in params:
+            raise fail(f"{where}.{key}", f"not a param of this space (params: {', '.join(params)})")
+        p = params[key]
+        if not p.contains(value):
+            raise fail(f"{where}.{key}", f"{value!r} is outside its distribution")
+        if not p.is_active(point):
+            # Optuna would silently drop it; the point would not be the trial the author meant.
+            raise fail(f"{where}.{key}", f"its condition {dict(p.when)} does not hold in this point")
+    return dict(point)
+
+
+def _contains(options: Iterable[Any], value: Any) -> bool:
+    return _canon(value) in {_canon(o) for o in options}
+
+
+def _canon(value: Any) -> Any:
+    """Returns a hashable form in which 1 == 1.0 but True != 1, the way a YAML author reads values."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return (type(value).__name__, value)
+    if isinstance(value, (int, float)):
+        return ("num", float(value))
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(_canon(v) for v in value))
+    if isinstance(value, Mapping):
+        return ("map", tuple(sorted((str(k), _canon(v)) for k, v in value.items())))
+    return ("other", repr(value))
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------- builders
+
+
+def make_searcher(space: SearchSpace) -> SearchPlan:
+    """Returns the search algorithm and the Tuner's param space for ``space``.
+
+    tpe/random: ``OptunaSearch`` over a ``DefineByRun`` space with metric and mode given to the searcher itself
+    (a define-by-run searcher ignores TuneConfig's) and an empty param space. grid: ``BasicVariantGenerator`` over a
+    param space with ``grid_search`` for every ``choice`` param and random domains for the rest.
+    """
+    if space.search.algorithm == "grid":
+        return _grid_plan(space)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    if space.search.algorithm == "tpe":
+        kw = {} if space.search.n_startup_trials is None else {"n_startup_trials": space.search.n_startup_trials}
+        # group=True splits the joint model by which params a trial actually used (the arch conditionals).
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
+            multivariate=True, group=True, seed=space.search.seed, **kw
+        )
+    else:
+        sampler = optuna.samplers.RandomSampler(seed=space.search.seed)
+    points = [{k: space.params[k].encode(v) for k, v in pt.items()} for pt in space.search.points_to_evaluate]
+    searcher = OptunaSearch(
+        space=DefineByRun(space.params.values(), space.constants()),
+        metric=space.metric,
+        mode=space.mode,
+        sampler=sampler,
+        points_to_evaluate=points or None,
+    )
+    return SearchPlan(search_alg=searcher, param_space={})
+
+
+def _grid_plan(space: SearchSpace) -> SearchPlan:
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    param_space: dict[str, Any] = {}
+    for p in space.params.values():
+        if p.kind == "choice":
+            param_space[p.key] = tune.grid_search([p.encode(c) for c in p.choices])
+        elif p.kind == "loguniform":
+            param_space[p.key] = tune.loguniform(p.low, p.high)
+        elif p.kind == "uniform":
+            param_space[p.key] = tune.quniform(p.low, p.high, p.step) if p.step else tune.uniform(p.low, p.high)
+        elif p.log:
+            param_space[p.key] = tune.lograndint(int(p.low), int(p.high) + 1)
+        else:
+            param_space[p.key] = tune.qrandint(int(p.low), int(p.high), int(p.step or 1))
+    param_space.update(space.constants())
+    return SearchPlan(search_alg=BasicVariantGenerator(random_state=space.search.seed), param_space=param_space)
+
+
+def make_scheduler(space: SearchSpace) -> Any:
+    """Returns the trial scheduler; metric and mode are left to ``TuneConfig`` (giving both raises in Tune)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    s = space.scheduler
+    if s.type == "asha":
+        return ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=space.budget.max_epochs,
+            grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+        )
+    if s.type == "fifo":
+        return FIFOScheduler()
+    raise ValueError(f"unsupported scheduler: {s.type}")
+
+
+def trial_overrides(trial_config: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Returns ``(dotted_key, value)`` overrides from a Tune trial config.
+
+    Keys are dotted; mappings nested by Ray (``a/b`` keys) are flattened with dots; JSON-encoded lists and
+    mappings are decoded.
+    """
+    out: list[tuple[str, Any]] = []
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for k, v in node.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, Mapping):
+                walk(v, key)
+            else:
+                out.append((key.replace("/", "."), _decode(v)))
+
+    walk(trial_config, "")
+    return out
+
+
+def trial_config(
+    base_cfg_dict: Mapping[str, Any] | None, space: SearchSpace, trial_params: Mapping[str, Any]
+) -> Config:
+    """Returns the trial's Config: base, then the space's ``data`` and ``fixed``, the trial params and the epochs.
+
+    When the space picks a model family other than the base config's, the base ``model.params`` are dropped:
+    keyword arguments of one family mean nothing to another.
+    """
+    base = config_from_dict(copy.deepcopy(dict(base_cfg_dict or {}))).to_dict()
+    overrides = [*space.shared_overrides(), *trial_overrides(trial_params), *space.constants().items()]
+    model_name = dict(overrides).get("model.name")
+    if model_name is not None and model_name != base["model"]["name"] and base["model"]["params"]:
+        log.debug(
+            "dropping base model.params %s of %s for %s", base["model"]["params"], base["model"]["name"], model_name
+        )
+        base["model"]["params"] = {}
+    return config_from_dict(base, overrides)
