@@ -1,0 +1,256 @@
+"""Batched spectral front ends (log-mel, pseudo-CQT, chroma, HPSS) for padded waveform batches, CPU or GPU.
+
+Feature type is a search dimension, so features are computed on the training device per trial from the cached
+waveforms. Every transform takes a zero-padded batch ``wave (B, N)`` plus the true ``lengths (B,)`` in samples and
+returns ``(feats (B, C, F, T), frame_lengths (B,))``.
+
+Framing: the STFT is taken with ``center=False`` on the signal padded (with zeros) to at least ``n_fft``; frame ``t``
+covers samples ``[t * hop, t * hop + n_fft)``. A snippet of ``n`` samples has
+
+    frame_lengths = 1 + max(n - n_fft, 0) // hop          (see ``frames_for``)
+
+valid frames, none of which reads a sample at or past ``n`` (except the single frame of a snippet shorter than
+``n_fft``, which only sees its own zero padding). Samples past ``lengths`` are zeroed before the STFT and every frame
+past ``frame_lengths`` is set to exactly 0, so a snippet gives the same valid frames alone or padded in a batch
+and models can mask padding.
+
+Scaling: power spectra are projected (in float32, autocast off), converted to dB with a 1e-10 floor, clipped to
+``top_db`` below the snippet's own maximum over its valid frames and mapped to ``[0, 1]`` by
+``(db - max) / top_db + 1`` (1 = the snippet's loudest bin, 0 = ``top_db`` quieter or padding).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from guitar_cls.config import FeatureConfig
+
+_AMIN = 1e-10
+
+
+def frames_for(n_samples: int | Tensor, n_fft: int = 2048, hop_length: int = 128) -> int | Tensor:
+    """Returns the number of valid frames of a snippet of ``n_samples`` (``1 + max(n - n_fft, 0) // hop``)."""
+    if isinstance(n_samples, Tensor):
+        return 1 + torch.clamp(n_samples - n_fft, min=0) // hop_length
+    return 1 + max(int(n_samples) - n_fft, 0) // hop_length
+
+
+def _autocast_off(device: torch.device) -> Any:
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def frame_mask(frame_lengths: Tensor, n_frames: int) -> Tensor:
+    """Returns a ``(B, T)`` bool mask, True on the valid frames."""
+    return torch.arange(n_frames, device=frame_lengths.device)[None, :] < frame_lengths[:, None]
+
+
+def power_spectrogram(
+    wave: Tensor, lengths: Tensor, window: Tensor, n_fft: int, hop_length: int
+) -> tuple[Tensor, Tensor]:
+    """Returns the power STFT ``(B, n_fft // 2 + 1, T)`` (padding frames zero) and the frame lengths ``(B,)``.
+
+    Samples at or past ``lengths`` are zeroed first, so whatever a caller padded with never leaks into valid frames.
+    """
+    wave = wave.float()  # (B, N)
+    lengths = lengths.to(wave.device).long()
+    n = wave.shape[-1]
+    wave = wave * (torch.arange(n, device=wave.device)[None, :] < lengths[:, None])
+    if n < n_fft:
+        wave = nn.functional.pad(wave, (0, n_fft - n))
+    spec = torch.stft(wave, n_fft, hop_length, window=window, center=False, return_complex=True)  # (B, F, T)
+    power = spec.real.square() + spec.imag.square()
+    frame_lengths = frames_for(lengths, n_fft, hop_length)
+    power = power * frame_mask(frame_lengths, power.shape[-1])[:, None, :]
+    return power, frame_lengths
+
+
+def power_to_unit_db(power: Tensor, frame_lengths: Tensor, top_db: float) -> Tensor:
+    """Returns ``(..., F, T)`` power mapped to ``[0, 1]`` dB relative to each snippet's max; padding frames 0.
+
+    ``power`` is ``(B, C, F, T)`` or ``(B, F, T)``; the reference max is taken per snippet over all its channels'
+    valid frames.
+    """
+    mask = frame_mask(frame_lengths, power.shape[-1])  # (B, T)
+    mask = mask.view(mask.shape[0], *([1] * (power.dim() - 2)), mask.shape[1])
+    db = 10.0 * torch.log10(torch.clamp(power, min=_AMIN))
+    ref = db.masked_fill(~mask, -math.inf).flatten(1).amax(dim=1)  # (B,)
+    ref = ref.view(-1, *([1] * (power.dim() - 1)))
+    out = (torch.maximum(db, ref - top_db) - ref) / top_db + 1.0
+    return out * mask
+
+
+def _project(basis: Tensor, spec: Tensor) -> Tensor:
+    """Returns ``basis (K, F) @ spec (B, F, T) -> (B, K, T)`` in float32 with autocast off."""
+    with _autocast_off(spec.device):
+        return torch.matmul(basis.float(), spec.float())
+
+
+def logmel(
+    wave: Tensor, lengths: Tensor, *, window: Tensor, basis: Tensor, n_fft: int, hop_length: int, top_db: float
+) -> tuple[Tensor, Tensor]:
+    """Returns the scaled log-mel spectrogram ``(B, 1, n_mels, T)`` and frame lengths ``(B,)``.
+
+    ``basis`` is the ``(n_mels, n_fft // 2 + 1)`` Slaney mel filter bank (librosa's default).
+    """
+    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length)
+    mel = _project(basis, power)  # (B, M, T)
+    return power_to_unit_db(mel, frame_lengths, top_db)[:, None], frame_lengths
+
+
+def cqt(
+    wave: Tensor, lengths: Tensor, *, window: Tensor, basis: Tensor, n_fft: int, hop_length: int, top_db: float
+) -> tuple[Tensor, Tensor]:
+    """Returns the scaled log pseudo-CQT ``(B, 1, n_bins, T)`` and frame lengths ``(B,)``.
+
+    ``basis`` is the ``(n_bins, n_fft // 2 + 1)`` magnitude response of librosa's constant-Q wavelets sampled at the
+    STFT bin frequencies; it is applied to the STFT magnitude (as librosa's ``pseudo_cqt``), then squared.
+    """
+    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length)
+    mag = _project(basis, power.sqrt())  # (B, K, T)
+    return power_to_unit_db(mag.square(), frame_lengths, top_db)[:, None], frame_lengths
+
+
+def chroma(
+    wave: Tensor, lengths: Tensor, *, window: Tensor, basis: Tensor, n_fft: int, hop_length: int, top_db: float
+) -> tuple[Tensor, Tensor]:
+    """Returns the chromagram ``(B, 1, n_chroma, T)`` (each frame divided by its max, as librosa) and frame lengths.
+
+    ``basis`` is librosa's ``(n_chroma, n_fft // 2 + 1)`` chroma filter bank; ``top_db`` is unused.
+    """
+    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length)
+    ch = _project(basis, power)  # (B, K, T)
+    peak = ch.amax(dim=1, keepdim=True)
+    ch = torch.where(peak > _AMIN, ch / peak.clamp(min=_AMIN), torch.zeros_like(ch))
+    return ch[:, None], frame_lengths
+
+
+def _median_filter(x: Tensor, kernel: int, dim: int) -> Tensor:
+    """Returns ``x`` median-filtered along ``dim`` with a window of ``kernel`` (zero padded at the edges)."""
+    half = kernel // 2
+    x = x.transpose(dim, -1)
+    padded = nn.functional.pad(x, (half, kernel - 1 - half))
+    out = padded.unfold(-1, kernel, 1).median(dim=-1).values
+    return out.transpose(dim, -1)
+
+
+def hpss(
+    wave: Tensor,
+    lengths: Tensor,
+    *,
+    window: Tensor,
+    basis: Tensor,
+    n_fft: int,
+    hop_length: int,
+    top_db: float,
+    kernel: int = 17,
+) -> tuple[Tensor, Tensor]:
+    """Returns harmonic and percussive log-mels ``(B, 2, n_mels, T)`` and frame lengths ``(B,)``.
+
+    Median filtering runs on the mel power (along time for the harmonic part, along mel bins for the percussive
+    part; padding frames are zero, so edges look the same alone or in a batch), then soft Wiener masks (power 2)
+    split the mel power into the two channels.
+    """
+    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length)
+    mel = _project(basis, power)  # (B, M, T), padding frames already 0
+    harm = _median_filter(mel, kernel, dim=-1)
+    perc = _median_filter(mel, kernel, dim=-2)
+    h2, p2 = harm.square(), perc.square()
+    total = (h2 + p2).clamp(min=_AMIN**2)
+    stacked = torch.stack([mel * h2 / total, mel * p2 / total], dim=1)  # (B, 2, M, T)
+    return power_to_unit_db(stacked, frame_lengths, top_db), frame_lengths
+
+
+def mel_basis(cfg: FeatureConfig, sample_rate: int) -> Tensor:
+    """Returns the ``(n_mels, n_fft // 2 + 1)`` Slaney mel filter bank (same as librosa's default)."""
+    import torchaudio.functional as AF
+
+    fb = AF.melscale_fbanks(cfg.n_fft // 2 + 1, cfg.f_min, cfg.f_max, cfg.n_mels, sample_rate, "slaney", "slaney")
+    return fb.T.contiguous().float()
+
+
+def cqt_basis(cfg: FeatureConfig, sample_rate: int) -> Tensor:
+    """Returns the ``(n_bins, n_fft // 2 + 1)`` pseudo-CQT basis from ``f_min``; bins whose band reaches Nyquist
+    are dropped, so ``n_bins`` may be below ``cqt_bins``."""
+    import librosa
+
+    alpha = 2.0 ** (1.0 / cfg.bins_per_octave) - 1.0
+    freqs = librosa.cqt_frequencies(cfg.cqt_bins, fmin=cfg.f_min, bins_per_octave=cfg.bins_per_octave)
+    freqs = freqs[freqs * (1.0 + 0.5 * alpha) < sample_rate / 2]
+    if freqs.size == 0:
+        raise ValueError(f"cqt: f_min {cfg.f_min} leaves no bin below Nyquist ({sample_rate / 2})")
+    wavelets, _ = librosa.filters.wavelet(freqs=freqs, sr=sample_rate, norm=1, pad_fft=True)  # (K, L) complex
+    # FFT size a power-of-two multiple of n_fft, so every STFT bin frequency is sampled exactly.
+    n_big = cfg.n_fft * 2 ** max(0, math.ceil(math.log2(max(wavelets.shape[1], cfg.n_fft) / cfg.n_fft)))
+    response = np.abs(np.fft.fft(wavelets, n=n_big, axis=1))[:, :: n_big // cfg.n_fft][:, : cfg.n_fft // 2 + 1]
+    return torch.from_numpy(response.astype(np.float32))
+
+
+def chroma_basis(cfg: FeatureConfig, sample_rate: int) -> Tensor:
+    """Returns librosa's ``(n_chroma, n_fft // 2 + 1)`` chroma filter bank."""
+    import librosa
+
+    fb = librosa.filters.chroma(sr=sample_rate, n_fft=cfg.n_fft, n_chroma=cfg.n_chroma)
+    return torch.from_numpy(np.ascontiguousarray(fb, dtype=np.float32))
+
+
+# name -> (transform, basis builder, channels)
+FEATURES: dict[str, tuple[Callable[..., tuple[Tensor, Tensor]], Callable[[FeatureConfig, int], Tensor], int]] = {
+    "logmel": (logmel, mel_basis, 1),
+    "cqt": (cqt, cqt_basis, 1),
+    "chroma": (chroma, chroma_basis, 1),
+    "hpss": (hpss, mel_basis, 2),
+}
+
+
+class FeatureFrontend(nn.Module):
+    """Holds the window and filter bank of one feature type; ``forward(wave (B, N), lengths (B,))`` returns
+    ``(feats (B, in_channels, n_bins, T), frame_lengths (B,))``."""
+
+    def __init__(self, cfg: FeatureConfig, sample_rate: int) -> None:
+        super().__init__()
+        if cfg.name not in FEATURES:
+            raise ValueError(f"unsupported feature: {cfg.name!r} (known: {', '.join(FEATURES)})")
+        self.cfg = cfg
+        self.name = cfg.name
+        self.sample_rate = sample_rate
+        self.n_fft = cfg.n_fft
+        self.hop_length = cfg.hop_length
+        self._transform, build_basis, self.in_channels = FEATURES[cfg.name]
+        self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
+        self.register_buffer("basis", build_basis(cfg, sample_rate), persistent=False)
+        self.n_bins = int(self.basis.shape[0])
+        self._extra = {"kernel": cfg.hpss_kernel | 1} if cfg.name == "hpss" else {}
+
+    def frames_for(self, n_samples: int | Tensor) -> int | Tensor:
+        """Returns the number of valid frames of a snippet of ``n_samples``."""
+        return frames_for(n_samples, self.n_fft, self.hop_length)
+
+    def forward(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        with _autocast_off(wave.device):
+            return self._transform(
+                wave,
+                lengths,
+                window=self.window,
+                basis=self.basis,
+                n_fft=self.n_fft,
+                hop_length=self.hop_length,
+                top_db=self.cfg.top_db,
+                **self._extra,
+            )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.name}, in_channels={self.in_channels}, n_bins={self.n_bins}, "
+            f"n_fft={self.n_fft}, hop={self.hop_length}"
+        )
+
+
+def make_frontend(features_cfg: FeatureConfig, sample_rate: int) -> FeatureFrontend:
+    """Returns the FeatureFrontend for ``features_cfg.name`` (raises ValueError listing ``FEATURES`` if unknown)."""
+    return FeatureFrontend(features_cfg, sample_rate)

@@ -1,0 +1,90 @@
+"""Feature front ends: known-tone peaks, masking of padding, batch consistency, shapes per registered feature."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from guitar_cls.config import FeatureConfig
+from guitar_cls.features import FEATURES, frames_for, make_frontend
+
+SR = 22050
+
+
+def _sine(freq: float, seconds: float) -> torch.Tensor:
+    t = np.arange(int(seconds * SR)) / SR
+    return torch.tensor(np.sin(2 * np.pi * freq * t), dtype=torch.float32)
+
+
+def test_logmel_sine_peaks_in_the_right_mel_bin() -> None:
+    import librosa
+
+    cfg = FeatureConfig()
+    fe = make_frontend(cfg, SR)
+    feats, _ = fe(_sine(1000.0, 1.0)[None], torch.tensor([SR]))
+    centres = librosa.mel_frequencies(cfg.n_mels + 2, fmin=cfg.f_min, fmax=cfg.f_max)[1:-1]
+    expected = int(np.argmin(np.abs(centres - 1000.0)))
+    peak = feats[0, 0].mean(dim=-1).argmax().item()
+    assert abs(peak - expected) <= 1
+    assert feats.max().item() == pytest.approx(1.0)
+    assert feats.min().item() >= 0.0
+
+
+def test_logmel_matches_librosa_melspectrogram() -> None:
+    import librosa
+
+    cfg = FeatureConfig()
+    wave = _sine(440.0, 0.6) + 0.1 * torch.randn(int(0.6 * SR), generator=torch.Generator().manual_seed(0))
+    feats, fl = make_frontend(cfg, SR)(wave[None], torch.tensor([wave.numel()]))
+    mel = librosa.feature.melspectrogram(
+        y=wave.numpy(), sr=SR, n_fft=2048, hop_length=128, n_mels=128, fmin=80, fmax=8000, center=False
+    )
+    db = librosa.power_to_db(mel, ref=np.max, top_db=80.0) / 80.0 + 1.0
+    assert fl.item() == db.shape[1]
+    np.testing.assert_allclose(feats[0, 0].numpy(), db, atol=2e-3)
+
+
+def test_cqt_and_chroma_find_the_note() -> None:
+    wave = _sine(440.0, 1.0)[None]
+    n = torch.tensor([SR])
+    cqt = make_frontend(FeatureConfig(name="cqt"), SR)
+    k = cqt(wave, n)[0][0, 0].mean(-1).argmax().item()
+    assert abs(80.0 * 2 ** (k / 12) - 440.0) < 440.0 * 0.03  # within half a semitone
+    chroma = make_frontend(FeatureConfig(name="chroma"), SR)
+    assert chroma(wave, n)[0][0, 0].mean(-1).argmax().item() == 9  # A, counting from C
+
+
+@pytest.mark.parametrize("name", list(FEATURES))
+def test_alone_equals_padded_batch_and_padding_is_zero(name: str) -> None:
+    fe = make_frontend(FeatureConfig(name=name), SR)
+    g = torch.Generator().manual_seed(1)
+    short = _sine(330.0, 0.5) * torch.linspace(1, 0, int(0.5 * SR))
+    long = torch.randn(int(1.3 * SR), generator=g)
+    alone, fl_alone = fe(short[None], torch.tensor([short.numel()]))
+    batch = torch.full((2, long.numel()), 3.0)  # garbage past the short snippet's length must not leak in
+    batch[0, : short.numel()] = short
+    batch[1] = long
+    feats, fl = fe(batch, torch.tensor([short.numel(), long.numel()]))
+    t = int(fl_alone[0])
+    assert fl[0] == t == frames_for(short.numel(), fe.n_fft, fe.hop_length) == alone.shape[-1]
+    assert fl[1] == feats.shape[-1] == fe.frames_for(long.numel())
+    assert feats.shape[1:3] == (fe.in_channels, fe.n_bins)
+    assert torch.allclose(feats[0, :, :, :t], alone[0], atol=1e-5)
+    assert torch.equal(feats[0, :, :, t:], torch.zeros_like(feats[0, :, :, t:]))
+
+
+def test_frames_for_formula_and_short_snippets() -> None:
+    assert frames_for(2048) == 1 and frames_for(100) == 1 and frames_for(2048 + 128) == 2
+    assert frames_for(2048 + 127) == 1
+    assert frames_for(torch.tensor([100, 11025])).tolist() == [1, 1 + (11025 - 2048) // 128]
+    fe = make_frontend(FeatureConfig(), SR)
+    feats, fl = fe(torch.ones(1, 300), torch.tensor([300]))
+    assert feats.shape[-1] == 1 and fl.tolist() == [1]
+
+
+def test_unknown_feature_raises_listing_known() -> None:
+    cfg = FeatureConfig()
+    cfg.name = "mfcc"
+    with pytest.raises(ValueError, match="logmel"):
+        make_frontend(cfg, SR)
