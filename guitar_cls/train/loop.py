@@ -267,7 +267,11 @@ def split_metrics(parts: TrainParts, data: SnippetSet, prefix: str, batch_size: 
     probs = predict_proba(parts.model, parts.frontend, data.subset(idx), batch_size, parts.device, parts.amp_dtype)
     idx, probs = gather_predictions(idx, probs)
     metrics = classification_metrics(data.labels[idx], probs)
-    return {f"{prefix}/{k}": v for k, v in metrics.items() if not isinstance(v, list)}
+    out = {f"{prefix}/{k}": v for k, v in metrics.items() if not isinstance(v, list)}
+    for i, true in enumerate(LABELS):  # flattened so that Tune/MLflow can carry it as scalars
+        for j, pred in enumerate(LABELS):
+            out[f"{prefix}/cm/{true}/{pred}"] = int(metrics["confusion_matrix"][i][j])
+    return out
 
 
 def _shard_indices(n: int, rank: int, world: int, rng: np.random.Generator) -> np.ndarray:

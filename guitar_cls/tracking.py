@@ -1,0 +1,210 @@
+"""MLflow tracking from the driver only: one parent run per sweep, nested runs per trial, the model registry.
+
+The default store is an absolute ``sqlite:///<output_dir>/mlflow.db`` with artifacts in ``<output_dir>/mlartifacts``
+(MLflow 3.17 refuses the file store; relative URIs break once Ray changes directories).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from guitar_cls.config import Config
+from guitar_cls.data.schema import LABELS
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+
+
+def tracking_uri(cfg: Config) -> str:
+    """Returns the MLflow tracking URI: config, then $MLFLOW_TRACKING_URI, then an absolute sqlite file."""
+    uri = cfg.logging.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+        return uri
+    return "sqlite:///" + str(Path(cfg.logging.output_dir).resolve() / "mlflow.db")
+
+
+def configure_mlflow(cfg: Config) -> str:
+    """Points MLflow at the configured store and returns the experiment id (created with an absolute artifact root)."""
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(cfg.logging.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = None
+    if uri.startswith("sqlite:"):
+        artifacts = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
+    return client.create_experiment(cfg.logging.experiment, artifact_location=artifacts)
+
+
+def git_commit() -> str:
+    """Returns the current git commit of the working tree, or "unknown" (e.g. inside a Ray job's copy)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _flat_params(config: dict[str, Any]) -> dict[str, str]:
+    return {str(k)[:250]: str(v)[:500] for k, v in config.items()}
+
+
+def confusion_from_metrics(metrics: dict[str, Any], prefix: str = "val") -> np.ndarray | None:
+    """Returns the confusion matrix rebuilt from flattened ``<prefix>/cm/<true>/<pred>`` metrics, if present."""
+    n = len(LABELS)
+    cm = np.zeros((n, n), dtype=np.int64)
+    found = False
+    for i, t in enumerate(LABELS):
+        for j, p in enumerate(LABELS):
+            key = f"{prefix}/cm/{t}/{p}"
+            if key in metrics:
+                cm[i, j] = int(metrics[key])
+                found = True
+    return cm if found else None
+
+
+class MlflowTrialCallback(tune.Callback):
+    """Logs every Tune trial as a nested MLflow run under the sweep's parent run (driver process only)."""
+
+    def __init__(self, parent_run_id: str, experiment_id: str, tracking: str) -> None:
+        self.parent_run_id = parent_run_id
+        self.experiment_id = experiment_id
+        self.tracking = tracking
+        self._runs: dict[str, str] = {}
+
+    def _client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.tracking, registry_uri=self.tracking)
+
+    def _run_id(self, trial: Any) -> str:
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        client = self._client()
+        found = client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}' and tags.trial_id = '{trial.trial_id}'",
+            max_results=1,
+        )
+        if found:  # a resumed sweep continues the trial's run instead of starting a second one
+            run_id = found[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+        else:
+            run = client.create_run(self.experiment_id, run_name=str(trial),
+                                    tags={"mlflow.parentRunId": self.parent_run_id, "trial_id": trial.trial_id})
+            run_id = run.info.run_id
+            for key, value in _flat_params(trial.config).items():
+                client.log_param(run_id, key, value)
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        run_id = self._run_id(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        metrics = {k: float(v) for k, v in result.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and "/cm/" not in k
+                   and k not in ("time_this_iter_s", "timestamp", "pid")}
+        self._client().log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, step) for k, v in metrics.items()])
+
+    def _end(self, trial: Any, status: str) -> None:
+        if trial.trial_id not in self._runs and not trial.last_result:
+            return
+        run_id = self._run_id(trial)
+        client = self._client()
+        cm = confusion_from_metrics(trial.last_result or {})
+        if cm is not None:
+            from guitar_cls.train.metrics import plot_confusion_matrix
+
+            with tempfile.TemporaryDirectory() as d:
+                path = Path(d) / "val_confusion_matrix.png"
+                plot_confusion_matrix(cm.tolist(), path, title=f"{trial} (validation)")
+                client.log_artifact(run_id, str(path))
+        client.set_terminated(run_id, status=status)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._end(trial, "FAILED")
+
+
+class SweepTracker:
+    """The sweep's parent MLflow run: tags, the trial callback, the leaderboard and the champion registration."""
+
+    def __init__(self, cfg: Config, sweep_dir: Path, *, name: str, tags: dict[str, str]) -> None:
+        self.cfg = cfg
+        self.experiment_id = configure_mlflow(cfg)
+        self.uri = mlflow.get_tracking_uri()
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        id_file = sweep_dir / "mlflow_parent_run_id"
+        if id_file.exists():  # --resume: keep logging into the same parent run
+            self.run_id = id_file.read_text().strip()
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=name, tags={**tags, "git_commit": git_commit()})
+            self.run_id = run.info.run_id
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(self.run_id)
+
+    def callback(self) -> MlflowTrialCallback:
+        return MlflowTrialCallback(self.run_id, self.experiment_id, self.uri)
+
+    def log_artifact(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path))
+
+    def log_metrics(self, metrics: dict[str, Any], prefix: str = "") -> None:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.client.log_metric(self.run_id, prefix + k, float(v))
+
+    def register(self, checkpoint: Path, evaluate: Any) -> dict[str, Any]:
+        """Logs ``checkpoint`` as a pyfunc model under the parent run, registers it and moves ``champion`` to it
+        unless the current champion scores higher on the same test rows.
+
+        Args:
+            evaluate: ``evaluate(model_uri) -> balanced accuracy`` on this sweep's test split through the pyfunc.
+        """
+        from guitar_cls.pyfunc import log_pyfunc_model
+
+        name = self.cfg.logging.registered_model
+        with mlflow.start_run(run_id=self.run_id):
+            info = log_pyfunc_model(checkpoint, name="model", registered_model_name=name)
+        version = str(info.registered_model_version)
+        score = float(evaluate(f"models:/{name}/{version}"))
+        self.client.set_model_version_tag(name, version, "test_balanced_accuracy", f"{score:.6f}")
+        self.client.log_metric(self.run_id, "champion_candidate/test_balanced_accuracy", score)
+        current = None
+        try:
+            current = self.client.get_model_version_by_alias(name, CHAMPION)
+        except mlflow.exceptions.MlflowException:
+            current = None
+        champion_score = None
+        if current is not None and current.version != version:
+            champion_score = float(evaluate(f"models:/{name}@{CHAMPION}"))
+        takes_alias = champion_score is None or score >= champion_score
+        if takes_alias:
+            self.client.set_registered_model_alias(name, CHAMPION, version)
+        log.info("registered %s v%s (test BA %.4f); champion %s%s", name, version, score,
+                 f"v{version}" if takes_alias else f"stays v{current.version}",
+                 "" if champion_score is None else f" (its BA on this test split {champion_score:.4f})")
+        return {"model": name, "version": version, "test_balanced_accuracy": score, "champion": takes_alias,
+                "previous_champion_balanced_accuracy": champion_score, "model_uri": info.model_uri}
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)

@@ -1,0 +1,180 @@
+"""The sweep: featurize once, then Tune trials (each a Ray Train driver) searched by Optuna and pruned by ASHA;
+MLflow logging from the driver; the best trial registered as the ``champion`` pyfunc model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from guitar_cls.config import Config, load_config
+from guitar_cls.train.loop import METRIC
+from guitar_cls.train.run import PreparedData, absolute_paths, init_ray, prepare_data, test_metrics
+from guitar_cls.tune.space import SearchSpace, load_space, make_scheduler, make_searcher, trial_config
+
+log = logging.getLogger(__name__)
+
+BEST_KEY = "best/" + METRIC  # the best validation score a trial reached (its best checkpoint's score)
+
+
+@dataclass
+class ResourcePlan:
+    """How many trials run at once and what each Train worker gets."""
+
+    use_gpu: bool
+    cpus_per_worker: int
+    max_concurrent: int
+
+
+def plan_resources(num_workers: int, resources: dict[str, float] | None = None) -> ResourcePlan:
+    """Returns the plan for a cluster: one trial at a time on a 2-CPU laptop, one per GPU group on a GPU cluster."""
+    res = resources if resources is not None else ray.cluster_resources()
+    cpus, gpus = int(res.get("CPU", 1)), int(res.get("GPU", 0))
+    if gpus >= num_workers:
+        concurrent = max(1, gpus // num_workers)
+        return ResourcePlan(True, max(1, min(8, cpus // (concurrent * num_workers))), concurrent)
+    per_worker = max(1, min(4, cpus // num_workers))
+    return ResourcePlan(False, per_worker, max(1, cpus // (per_worker * num_workers)))
+
+
+def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """One Tune trial: builds the trial's config, measures its CPU latency, runs a TorchTrainer to completion."""
+    from guitar_cls.predict import latency_ms
+    from guitar_cls.train.ray_train import make_trainer
+
+    cfg = trial_config(ctx["base"], ctx["space"], params)
+    trial_id = tune.get_context().get_trial_id()
+    latency = latency_ms(cfg)
+    loop_config = {"cfg": cfg.to_dict(), "cache_path": ctx["cache_path"], "rows": ctx["rows"],
+                   "report_extra": {"latency_ms": latency}, **ctx.get("loop_extra", {})}
+    trainer = make_trainer(cfg, loop_config, name=f"train-{trial_id}", storage_path=ctx["storage_path"],
+                           cpus_per_worker=ctx["cpus_per_worker"], callbacks=[TuneReportCallback()])
+    trainer.fit()
+
+
+def leaderboard(results: tune.ResultGrid) -> pd.DataFrame:
+    """Returns one row per trial sorted by best validation balanced accuracy (best first)."""
+    rows = []
+    for r in results:
+        m = r.metrics or {}
+        row = {"trial_id": m.get("trial_id", ""), "status": "ERROR" if r.error else "TERMINATED",
+               BEST_KEY: m.get(BEST_KEY, np.nan), "last/" + METRIC: m.get(METRIC, np.nan),
+               "epochs": m.get("training_iteration", 0), "latency_ms": m.get("latency_ms", np.nan),
+               "checkpoint_path": m.get("checkpoint_path")}
+        row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in (r.config or {}).items()})
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(BEST_KEY, ascending=False, na_position="last").reset_index(drop=True)
+
+
+def pareto_front(board: pd.DataFrame) -> pd.DataFrame:
+    """Returns the trials no other trial beats on both accuracy (higher) and latency (lower)."""
+    ok = board.dropna(subset=[BEST_KEY, "latency_ms"])
+    keep = [i for i, r in ok.iterrows()
+            if not ((ok[BEST_KEY] >= r[BEST_KEY]) & (ok["latency_ms"] <= r["latency_ms"])
+                    & ((ok[BEST_KEY] > r[BEST_KEY]) | (ok["latency_ms"] < r["latency_ms"]))).any()]
+    return ok.loc[keep].sort_values("latency_ms")
+
+
+def pyfunc_balanced_accuracy(model_uri: str, data: PreparedData) -> float:
+    """Returns the balanced accuracy of an MLflow pyfunc model on the test split, fed raw WAV paths."""
+    import mlflow
+    from sklearn.metrics import balanced_accuracy_score
+
+    rows = data.rows("test")
+    meta = data.metadata.loc[rows]
+    frame = pd.DataFrame({"path": [str(data.audio_root / p) for p in meta["source_audio"]],
+                          "onset_sec": meta["onset_sec"].to_numpy(float),
+                          "offset_sec": meta["offset_sec"].to_numpy(float)})
+    pred = mlflow.pyfunc.load_model(model_uri).predict(frame)
+    return float(balanced_accuracy_score(meta["label_category"].to_numpy(), pred["label"].to_numpy()))
+
+
+def run_sweep(
+    space_path: str | Path,
+    *,
+    overrides: list[str] | None = None,
+    name: str | None = None,
+    resume: bool = False,
+    register: bool = True,
+    loop_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Runs (or resumes) the sweep described by ``space_path`` and returns its summary.
+
+    The summary holds the leaderboard, the best trial's test metrics and the registration outcome.
+    """
+    space: SearchSpace = load_space(space_path)
+    base: Config = load_config(None, [*space.shared_overrides(), *(overrides or [])])
+    base = absolute_paths(base)
+    name = name or space.name
+    sweep_dir = Path(base.logging.output_dir) / "sweeps" / name
+    storage = base.logging.storage_path
+    experiment_path = os.path.join(storage, name)
+    init_ray()
+    data = prepare_data(base, sweep_dir)
+    from guitar_cls.tracking import SweepTracker
+
+    tracker = SweepTracker(base, sweep_dir, name=name,
+                           tags={"space_file": str(Path(space_path).resolve()), "data_hash": data.fingerprint,
+                                 "sweep": name, "metadata": str(data.metadata_path)})
+    plan = plan_resources(base.training.num_workers)
+    ctx = {"base": base.to_dict(), "space": space, "cache_path": str(data.cache.path), "rows": data.loop_rows(),
+           "storage_path": storage, "cpus_per_worker": plan.cpus_per_worker, "loop_extra": loop_extra or {}}
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"CPU": 0})
+    run_config = tune.RunConfig(name=name, storage_path=storage, callbacks=[tracker.callback()],
+                                failure_config=tune.FailureConfig(max_failures=0))
+    if resume and tune.Tuner.can_restore(experiment_path):
+        log.info("resuming sweep %s from %s", name, experiment_path)
+        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        if resume:
+            log.warning("nothing to resume at %s: starting the sweep afresh", experiment_path)
+        search = make_searcher(space)
+        max_concurrent = space.budget.max_concurrent_trials or plan.max_concurrent
+        tuner = tune.Tuner(
+            trainable,
+            param_space=search.param_space,
+            tune_config=tune.TuneConfig(
+                search_alg=search.search_alg, scheduler=make_scheduler(space), metric=METRIC, mode=space.mode,
+                num_samples=space.budget.num_samples,
+                max_concurrent_trials=max_concurrent, time_budget_s=space.budget.time_budget_s,
+            ),
+            run_config=run_config,
+        )
+    t0 = time.perf_counter()
+    results = tuner.fit()
+    board = leaderboard(results)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    board.to_csv(sweep_dir / "leaderboard.csv", index=False)
+    tracker.log_artifact(sweep_dir / "leaderboard.csv")
+    summary: dict[str, Any] = {"sweep": name, "wall_s": round(time.perf_counter() - t0, 1), "trials": len(board),
+                               "errors": int((board["status"] == "ERROR").sum()), "leaderboard": board}
+    finished = board.dropna(subset=[BEST_KEY, "checkpoint_path"])
+    if finished.empty:
+        tracker.finish("FAILED")
+        raise RuntimeError(f"sweep {name}: no trial reported a result; see {experiment_path}")
+    best = finished.iloc[0]
+    checkpoint = Path(best["checkpoint_path"]) / "best.pt"
+    test = test_metrics(checkpoint, data.snippet_set("test"))
+    tracker.log_metrics(test, prefix="best_trial/test/")
+    tracker.log_metrics({"best_trial/" + BEST_KEY: float(best[BEST_KEY])})
+    summary.update(best_trial=str(best["trial_id"]), checkpoint=str(checkpoint), test=test)
+    if register:
+        summary["registration"] = tracker.register(checkpoint, lambda uri: pyfunc_balanced_accuracy(uri, data))
+    tracker.finish()
+    (sweep_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "leaderboard"},
+                                                       indent=2, default=str))
+    return summary
+
+
+__all__ = ["ResourcePlan", "leaderboard", "pareto_front", "plan_resources", "run_sweep"]

@@ -1,0 +1,47 @@
+"""Run a hyperparameter sweep described by a YAML search space (local Ray, demo data and sqlite MLflow by default).
+
+    python jobs/sweep.py --space search_spaces/arch.yaml [--data metadata.csv --audio-root DIR] [--name NAME]
+                         [--resume] [--set key=value ...] [--no-register] [--smoke-test]
+
+With RAY_ADDRESS set (as inside `ray job submit`) it joins that cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from guitar_cls.logs import setup_logging
+from guitar_cls.tune.sweep import run_sweep
+
+SMOKE_SPACE = "search_spaces/smoke.yaml"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", default=None, help="search-space YAML (see search_spaces/README.md)")
+    parser.add_argument("--data", help="metadata table (CSV or Parquet); default: the demo data set")
+    parser.add_argument("--audio-root", help="folder the table's source_audio paths are relative to")
+    parser.add_argument("--name", help="sweep name (default: the space's name)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config")
+    parser.add_argument("--no-register", action="store_true", help="do not register the best model")
+    parser.add_argument("--smoke-test", action="store_true", help=f"run {SMOKE_SPACE} (tiny, CPU)")
+    args = parser.parse_args()
+    if not args.space and not args.smoke_test:
+        parser.error("--space is required (or --smoke-test)")
+    overrides = list(args.set)
+    if args.data:
+        overrides.append(f"data.metadata={args.data}")
+    if args.audio_root:
+        overrides.append(f"data.audio_root={args.audio_root}")
+    setup_logging()
+    summary = run_sweep(args.space or SMOKE_SPACE, overrides=overrides, name=args.name, resume=args.resume,
+                        register=not args.no_register)
+    board = summary.pop("leaderboard")
+    print(board.drop(columns=["checkpoint_path"]).to_string(index=False, max_colwidth=40))
+    print(json.dumps(summary, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""End-to-end: the jobs run for real (local Ray with the dashboard, sqlite MLflow, real WAV files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["RAY_TRAIN_V2_ENABLED"] = "1"
+    env["RAY_AUTH_MODE"] = "disabled"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _sets(tmp: Path, demo: Path) -> list[str]:
+    return ["--set", f"logging.output_dir={tmp / 'outputs'}", "--set", f"data.demo_dir={demo}",
+            "--set", f"data.cache_dir={tmp / 'cache'}"]
+
+
+def _last_json(stdout: str) -> dict:
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise AssertionError(f"no JSON line in output:\n{stdout[-3000:]}")
+
+
+def _run(cmd: list[str], tmp: Path, timeout: float) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke_demo(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("demo-smoke")
+
+
+def test_train_smoke_job_prints_test_metrics_and_a_loadable_checkpoint(tmp_path, smoke_demo):
+    proc = _run([sys.executable, "jobs/train.py", "--smoke-test", *_sets(tmp_path, smoke_demo)], tmp_path, 600)
+    line = _last_json(proc.stdout)
+    assert 0.0 <= line["test/balanced_accuracy"] <= 1.0
+    assert set(line) >= {"checkpoint", "test/f1/harmonic", "test/f1/dead_note", "test/f1/general_note"}
+    from guitar_cls.train.checkpoint import load_model
+
+    model, frontend, cfg = load_model(line["checkpoint"])
+    assert cfg.model.params["base_width"] == 8 and frontend.in_channels == 1
+
+
+def _finished_trials(storage: Path, name: str, epochs: int) -> list[Path]:
+    done = []
+    for result in (storage / name).glob("*/result.json"):
+        lines = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
+        if len(lines) >= epochs:
+            done.append(result)
+    return done
+
+
+def test_sweep_interrupted_then_resumed_keeps_finished_trials_and_registers_a_champion(tmp_path, smoke_demo):
+    cmd = [sys.executable, "jobs/sweep.py", "--smoke-test", "--name", "smoke-resume", *_sets(tmp_path, smoke_demo)]
+    storage = tmp_path / "outputs" / "ray_results"
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 420
+    try:
+        while time.time() < deadline and proc.poll() is None and not _finished_trials(storage, "smoke-resume", 2):
+            time.sleep(1)
+        assert proc.poll() is None, f"sweep ended before it could be interrupted:\n{proc.stdout.read()[-4000:]}"
+        first = _finished_trials(storage, "smoke-resume", 2)
+        assert first, "no trial finished in time"
+        os.kill(proc.pid, signal.SIGINT)  # Ctrl-C to the driver: Tune saves the experiment state and stops
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    finished_before = {p.parent.name: p.read_text() for p in first}
+
+    resumed = _run([*cmd, "--resume"], tmp_path, 600)
+    summary = _last_json(resumed.stdout)
+    assert summary["trials"] == 2 and summary["errors"] == 0
+    for trial_dir, text in finished_before.items():  # finished trials are kept, not run again
+        assert (storage / "smoke-resume" / trial_dir / "result.json").read_text() == text
+    reg = summary["registration"]
+    assert reg["champion"] is True and reg["version"] == "1"
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/guitar-note-classifier@champion")
+    wav = sorted(smoke_demo.rglob("*.wav"))[0]
+    out = model.predict(__import__("pandas").DataFrame({"path": [str(wav)], "onset_sec": [0.1], "offset_sec": [0.9]}))
+    assert out.shape[0] == 1 and out["label"][0] in ("harmonic", "dead_note", "general_note")
+    probs = out[["prob_harmonic", "prob_dead_note", "prob_general_note"]].to_numpy()
+    assert abs(probs.sum() - 1) < 1e-4
+
+
+def _kill_cluster(marker: str) -> None:
+    """Kills the processes of the cluster whose command lines name its temp dir, then removes the dir."""
+    import psutil
+
+    procs = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(marker in part for part in p.info["cmdline"] or []):
+                procs.append(p)
+                p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for p in alive:
+        p.kill()
+    shutil.rmtree(marker, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit_runs_the_smoke_sweep_on_a_real_cluster(tmp_path, smoke_demo):
+    env = _env(tmp_path)
+    ray = str(Path(sys.executable).parent / "ray")
+    gcs, dash = _free_port(), _free_port()
+    temp = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's socket paths must stay under 107 chars
+    start = [ray, "start", "--head", f"--port={gcs}", "--num-cpus=2", "--include-dashboard=true",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--node-ip-address=127.0.0.1",
+             "--disable-usage-stats", f"--temp-dir={temp}"]
+    subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
+    try:
+        submit = [ray, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(ROOT), "--",
+                  "python", "jobs/sweep.py", "--smoke-test", "--name", "smoke-job", *_sets(tmp_path, smoke_demo)]
+        proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
+        assert "succeeded" in proc.stdout
+    finally:
+        _kill_cluster(temp)  # not `ray stop`: that would also stop every other Ray instance on the machine
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(
+        "guitar-note-classifier", "champion")
+    assert version.version == "1"
+    assert float(version.tags["test_balanced_accuracy"]) >= 0.0
