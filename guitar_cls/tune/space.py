@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -522,9 +523,11 @@ def make_searcher(space: SearchSpace) -> SearchPlan:
     if space.search.algorithm == "tpe":
         kw = {} if space.search.n_startup_trials is None else {"n_startup_trials": space.search.n_startup_trials}
         # group=True splits the joint model by which params a trial actually used (the arch conditionals).
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
-            multivariate=True, group=True, seed=space.search.seed, **kw
-        )
+        with warnings.catch_warnings():  # `group` is marked experimental; it is the point here
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
+                multivariate=True, group=True, seed=space.search.seed, **kw
+            )
     else:
         sampler = optuna.samplers.RandomSampler(seed=space.search.seed)
     points = [{k: space.params[k].encode(v) for k, v in pt.items()} for pt in space.search.points_to_evaluate]
