@@ -1,0 +1,107 @@
+"""Training-throughput benchmark: the brief's per-item pipeline against ours, same model, same samples, one run.
+
+Baseline (the brief's loader): a torch Dataset whose ``__getitem__`` reads the snippet with librosa (offset and
+duration, 22,050 Hz), peak-normalises, pads to the 3-s window and computes the librosa log-mel, in a DataLoader with
+2 workers. Ours: processed waveforms from the featurization cache, length-bucketed batches, the batched torch
+front end. Both train the brief's ResNet (``base_width=64``) for one epoch with augmentation off.
+
+    python jobs/benchmark.py train [--metadata M --audio-root R] [--limit 256] [--base-width 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import librosa
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from guitar_cls.config import config_from_dict
+from guitar_cls.data.pipeline import cache_dataset, load_cache
+from guitar_cls.data.schema import LABEL_TO_INDEX, read_metadata
+from guitar_cls.data.source import resolve_data
+from guitar_cls.train.loop import SnippetSet, bucket_batches, build_parts, train_one_epoch
+
+
+class BriefSnippets(Dataset):
+    """The brief's per-item dataset: audio read and log-mel computed in every ``__getitem__``."""
+
+    def __init__(self, rows: list[tuple[str, float, float, int]], sr: int = 22050, max_s: float = 3.0) -> None:
+        self.rows, self.sr, self.n = rows, sr, int(sr * max_s)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, onset, duration, label = self.rows[i]
+        y, _ = librosa.load(path, sr=self.sr, offset=onset, duration=min(duration, self.n / self.sr))
+        y = y / max(float(np.abs(y).max()), 1e-8)
+        y = np.pad(y, (0, max(0, self.n - len(y))))[: self.n]
+        mel = librosa.feature.melspectrogram(y=y, sr=self.sr, n_fft=2048, hop_length=128, n_mels=128, fmin=80,
+                                             fmax=8000)
+        return torch.from_numpy(librosa.power_to_db(mel, ref=np.max)).float()[None], label
+
+
+def _epoch_baseline(model: torch.nn.Module, loader: DataLoader) -> float:
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    model.train()
+    n, t0 = 0, time.perf_counter()
+    for x, y in loader:
+        loss = torch.nn.functional.cross_entropy(model(x, None), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        n += len(y)
+    return n / (time.perf_counter() - t0)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="benchmark.py train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--metadata")
+    parser.add_argument("--audio-root")
+    parser.add_argument("--limit", type=int, default=256, help="samples per epoch (same for both pipelines)")
+    parser.add_argument("--base-width", type=int, default=64, help="ResNet width (64 = the brief's model)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    cfg = config_from_dict({
+        "data": {"metadata": args.metadata, "audio_root": args.audio_root},
+        "model": {"name": "resnet", "params": {"base_width": args.base_width}},
+        "augmentation": {"enabled": False},
+        "training": {"batch_size": args.batch_size, "use_gpu": False, "epochs": 1, "scheduler": "none"},
+    })
+    torch.set_num_threads(args.threads)
+    metadata, audio_root = resolve_data(cfg.data)
+    df = read_metadata(metadata)
+    rows = np.random.default_rng(0).permutation(len(df))[: args.limit]
+    sub = df.iloc[rows]
+    items = [(str(Path(audio_root) / r.source_audio), float(r.onset_sec), float(r.duration_sec),
+              LABEL_TO_INDEX[r.label_category]) for r in sub.itertuples()]
+
+    torch.manual_seed(0)
+    from guitar_cls.models import build_model
+
+    model = build_model("resnet", in_channels=1, base_width=args.base_width)
+    loader = DataLoader(BriefSnippets(items), batch_size=args.batch_size, shuffle=True, num_workers=2,
+                        persistent_workers=False)
+    baseline = _epoch_baseline(model, loader)
+
+    cache = cache_dataset(df, audio_root, cfg.data)  # built once, shared by every trial (see the featurize bench)
+    t0 = time.perf_counter()
+    frame = load_cache(cache.path)
+    frame = frame[frame["row"].isin(set(sub.index))].sort_values(["row", "window"])
+    data = SnippetSet.from_frame(frame)
+    torch.manual_seed(0)
+    parts = build_parts(cfg, data.class_counts(), 1, torch.device("cpu"))
+    batches = bucket_batches(data.lengths, args.batch_size, shuffle=True, rng=np.random.default_rng(0))
+    train_one_epoch(parts, data, cfg, batches, torch.Generator().manual_seed(0))
+    ours = len(data) / (time.perf_counter() - t0)
+    print(json.dumps({"samples": len(data), "model": f"resnet base_width={args.base_width}",
+                      "baseline_samples_per_s": round(baseline, 2), "ours_samples_per_s": round(ours, 2),
+                      "train_ratio": round(ours / baseline, 2)}))
+    return 0
