@@ -1,0 +1,461 @@
+"""A synthetic, IDMT-like demo data set: physically inspired guitar recordings with XML annotations.
+
+Each recording is rendered note by note with additive synthesis of a plucked string: stretched partials
+``f_k = k f0 sqrt(1 + B k^2)``, pluck-position comb ``sin(pi k beta)``, per-partial decay (higher partials die
+faster), a pick/finger transient, the pickup comb and pickup resonance of electric guitars or the body resonances of
+acoustic ones, room noise, hum, a small room reverb and level changes. Natural harmonics keep only the partials
+that are multiples of the node (2, 3, 4 or 5), dead notes are noise bursts over heavily damped partials, and the
+general notes span plain plucks, long sustains, staccato, palm mutes (short and dull, like dead notes), vibrato,
+bends and slides. Annotations carry a few ms of onset jitter. Recordings are class drills (like IDMT's NH/DN/muted
+files) and mixed licks that hold every class. The metadata table is built by the IDMT ingester from the XML.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from scipy import signal
+
+from guitar_cls.data.idmt import ingest_idmt, write_idmt_xml
+from guitar_cls.data.schema import write_metadata
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 44100
+SUBSET = "dataset2"
+TUNING: dict[int, int] = {1: 64, 2: 59, 3: 55, 4: 50, 5: 45, 6: 40}  # string number (1 = high E) -> open MIDI pitch
+# fret of the touched node -> the partial multiple that survives (IV and IX are both near a fifth of the string)
+HARMONIC_NODES: dict[int, int] = {12: 2, 7: 3, 5: 4, 4: 5, 9: 5}
+_NODE_P = np.array([0.38, 0.3, 0.2, 0.06, 0.06])
+_ROMAN = {4: "IV", 5: "V", 7: "VII", 9: "IX", 12: "XII"}
+
+
+@dataclass(frozen=True)
+class Guitar:
+    """One instrument's timbre."""
+
+    code: str  # file-name prefix, like IDMT's AR / LP / FS
+    model: str
+    kind: str  # "electric" | "steel" | "nylon"
+    pickups: dict[str, tuple[float, ...]]  # setting -> coil positions (fraction of the open string from the bridge)
+    inharmonicity: float  # B of a plain string; wound strings get less
+    sustain: float  # decay time constant (s) of the fundamental at 110 Hz
+    damping: float  # extra decay rate per kHz of partial frequency (1/s)
+    tilt: float  # spectral tilt exponent of the pluck (larger = darker)
+    body: tuple[tuple[float, float, float], ...]  # resonances (Hz, Q, gain dB)
+    tone_hz: float  # pickup resonance (electric) or the microphone/air roll-off (acoustic)
+
+
+GUITARS: tuple[Guitar, ...] = (
+    Guitar("AR", "Ibanez AR", "electric", {"neck": (0.235, 0.255), "bridge": (0.075, 0.095), "both": (0.08, 0.245)},
+           1.4e-4, 2.4, 0.55, 1.05, ((190.0, 4.0, 3.0), (430.0, 3.0, 2.0)), 3600.0),
+    Guitar("LP", "Gibson Les Paul", "electric", {"neck": (0.22, 0.24), "bridge": (0.065, 0.085), "both": (0.075, 0.23)},
+           1.2e-4, 3.0, 0.45, 1.1, ((240.0, 3.0, 1.5),), 3100.0),
+    Guitar("FS", "Fender Stratocaster", "electric", {"neck": (0.25,), "middle": (0.155,), "bridge": (0.07,)},
+           1.3e-4, 2.2, 0.6, 0.95, ((210.0, 3.0, 1.5),), 5200.0),
+    Guitar("SA", "Steel-string dreadnought", "steel", {"mic": ()},
+           1.8e-4, 1.8, 0.8, 1.0, ((98.0, 8.0, 8.0), (205.0, 6.0, 6.0), (390.0, 5.0, 4.0), (2700.0, 1.2, 3.0)), 9500.0),
+    Guitar("NY", "Nylon-string classical", "nylon", {"mic": ()},
+           0.5e-4, 1.3, 1.6, 1.35, ((95.0, 8.0, 7.0), (190.0, 6.0, 6.0), (460.0, 4.0, 3.0)), 6000.0),
+)  # fmt: skip
+
+# technique -> (label code, excitation override, annotated duration range in s, log-uniform)
+_GENERAL_TECHNIQUES: dict[str, float] = {
+    "pluck": 0.33,
+    "sustain": 0.08,
+    "staccato": 0.13,
+    "palm_mute": 0.14,
+    "vibrato": 0.11,
+    "bend": 0.11,
+    "slide": 0.10,
+}
+_DURATION: dict[str, tuple[float, float]] = {
+    "pluck": (0.15, 1.6),
+    "sustain": (1.2, 4.0),
+    "staccato": (0.06, 0.3),
+    "palm_mute": (0.07, 0.45),
+    "vibrato": (0.4, 2.6),
+    "bend": (0.3, 2.2),
+    "slide": (0.25, 1.6),
+    "harmonic": (0.18, 3.2),
+}
+_EXPRESSION = {"vibrato": "VI", "bend": "BE", "slide": "SL", "harmonic": "HA", "dead": "DN"}
+# recording types in a fixed rotation, so that a dozen recordings already mix drills and licks
+_ROTATION = ("lick", "NH", "lick", "DN", "lick", "MU", "NH", "lick", "DN", "lick", "EX")
+
+
+def _logu(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def _midi_hz(p: float) -> float:
+    return 440.0 * 2.0 ** ((p - 69.0) / 12.0)
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+# ---------------------------------------------------------------------------------------------------- note rendering
+@dataclass
+class _Note:
+    """One note to render: what is annotated and how it sounds."""
+
+    technique: str  # pluck, sustain, staccato, palm_mute, vibrato, bend, slide, harmonic, dead
+    string: int
+    fret: int
+    pitch: float  # annotated MIDI pitch
+    onset: float  # true onset (s)
+    duration: float  # true sounding duration until the damping (s)
+    excitation: str  # PK (pick), FS (finger), MU (muted)
+    velocity: float  # linear gain
+
+
+def _partials(
+    f0_track: np.ndarray, ks: np.ndarray, amps: np.ndarray, rates: np.ndarray, B: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Returns the sum of stretched, decaying partials ``(N,)`` following the fundamental track ``(N,)``."""
+    n = f0_track.size
+    t = np.arange(n, dtype=np.float64) / SAMPLE_RATE
+    phase0 = np.cumsum(f0_track) * (2.0 * np.pi / SAMPLE_RATE)  # (N,) fundamental phase
+    stretch = ks * np.sqrt(1.0 + B * ks * ks)  # (K,) f_k / f0
+    arg = np.multiply.outer(stretch, phase0)  # (K, N)
+    arg += rng.uniform(0, 2 * np.pi, ks.size)[:, None]
+    np.sin(arg, out=arg)
+    env = np.multiply.outer(-rates, t)  # (K, N)
+    np.exp(env, out=env)
+    arg *= env
+    return amps @ arg
+
+
+def _pluck_amps(ks: np.ndarray, beta: float, tilt: float, pickup: tuple[float, ...], scale: float) -> np.ndarray:
+    """Returns partial amplitudes ``(K,)``: pluck comb ``|sin(pi k beta)| / k^tilt`` times the pickup comb."""
+    amps = np.abs(np.sin(np.pi * ks * beta)) / ks**tilt + 0.02 / ks**2  # a real pluck is never a perfect point
+    if pickup:
+        # a coil at distance x from the bridge senses sin(pi k x / L); fretting shortens L by ``scale``
+        amps *= np.mean([np.abs(np.sin(np.pi * ks * min(x / scale, 0.5))) for x in pickup], axis=0) + 0.03
+    return amps
+
+
+def _f0_track(note: _Note, n: int, f0: float, rng: np.random.Generator) -> np.ndarray:
+    """Returns the fundamental frequency per sample ``(N,)``: flat, vibrato, bend or slide, plus a pluck sharpening."""
+    t = np.arange(n) / SAMPLE_RATE
+    semis = np.zeros(n)
+    if note.technique == "vibrato":
+        rate, depth = rng.uniform(4.5, 7.0), rng.uniform(0.15, 0.6)  # Hz, semitones
+        ramp = _smoothstep((t - rng.uniform(0.05, 0.2)) / rng.uniform(0.1, 0.3))
+        semis += depth * ramp * 0.5 * (1 - np.cos(2 * np.pi * rate * t + rng.uniform(-0.5, 0.5)))
+    elif note.technique == "bend":
+        amount = rng.choice([0.5, 1.0, 2.0, 2.0])
+        start, rise = rng.uniform(0.02, 0.2) * min(1.0, note.duration), rng.uniform(0.06, 0.25)
+        semis += amount * _smoothstep((t - start) / rise)
+        if rng.random() < 0.35:  # bend and release
+            back = start + rise + rng.uniform(0.1, 0.5)
+            semis -= amount * _smoothstep((t - back) / rise)
+    elif note.technique == "slide":
+        steps = rng.choice([-5, -3, -2, 2, 3, 4, 5])
+        start, glide = rng.uniform(0.03, 0.25) * min(1.0, note.duration), rng.uniform(0.06, 0.3)
+        s = steps * np.clip((t - start) / glide, 0.0, 1.0)
+        # frets make the glide stepwise: blend the straight line with a smoothed staircase
+        stair = np.floor(s) + _smoothstep((s - np.floor(s) - 0.35) / 0.3)
+        semis += 0.35 * s + 0.65 * stair
+    # tension modulation: a hard pluck starts a few cents sharp
+    semis += rng.uniform(0.02, 0.12) * np.exp(-t / 0.05)
+    return f0 * 2.0 ** (semis / 12.0)
+
+
+def _noise_burst(n: int, tau: float, fc: float, q: float, rng: np.random.Generator) -> np.ndarray:
+    """Returns band-passed noise ``(n,)`` under an exponential decay of ``tau`` seconds."""
+    t = np.arange(n) / SAMPLE_RATE
+    x = rng.standard_normal(n) * np.exp(-t / tau)
+    b, a = signal.iirpeak(min(fc, 0.45 * SAMPLE_RATE), q, fs=SAMPLE_RATE)
+    return signal.lfilter(b, a, x) + 0.15 * x
+
+
+def _render_note(note: _Note, g: Guitar, pickup: tuple[float, ...], rng: np.random.Generator) -> np.ndarray:
+    """Returns the note's dry signal ``(N,)``, from its true onset until the damped tail has faded."""
+    open_hz = _midi_hz(TUNING[note.string])
+    scale = 2.0 ** (-note.fret / 12.0)  # vibrating length / open length
+    B = g.inharmonicity * rng.uniform(0.7, 1.4) * (1.0 if note.string <= 3 else 0.45) / scale**2
+    tech = note.technique
+    hard = note.excitation == "PK"
+    tilt = g.tilt + (0.0 if hard else 0.3) + rng.uniform(-0.15, 0.15)
+    beta = rng.uniform(0.08, 0.2) if tech != "harmonic" else rng.uniform(0.07, 0.16)
+    beta = min(beta / scale, 0.5)
+
+    if tech == "harmonic":
+        node = HARMONIC_NODES[note.fret]
+        f0 = open_hz  # the whole string vibrates; only multiples of the node survive
+        k_max = int(min(9000.0, 0.45 * SAMPLE_RATE) // f0)
+        ks = np.arange(1, k_max + 1, dtype=np.float64)
+        ks = ks[ks % node == 0][:12]
+        beta = rng.uniform(0.07, 0.16)
+        amps = _pluck_amps(ks, beta, tilt + 0.5, pickup, 1.0) * (ks / node) ** -0.6  # purer than a plucked note
+        tau = g.sustain * rng.uniform(1.2, 2.0) * (110.0 / (f0 * node)) ** 0.35
+        rates = 1.0 / tau + g.damping * rng.uniform(0.8, 1.2) * (ks * f0 / 1000.0) ** 1.5
+        # the non-node partials ring for a few ms until the touching finger kills them
+        ks_res = np.arange(1, 9, dtype=np.float64)
+        ks_res = ks_res[ks_res % node != 0]
+        res_amp = _pluck_amps(ks_res, beta, tilt, pickup, 1.0) * rng.uniform(0.05, 0.3)
+        res_rate = 1.0 / rng.uniform(0.004, 0.02) + 0 * ks_res
+        ks, amps, rates = np.r_[ks, ks_res], np.r_[amps, res_amp], np.r_[rates, res_rate]
+        attack = rng.uniform(0.006, 0.03)
+        transient_gain = rng.uniform(0.0, 0.05)
+        release = rng.uniform(0.03, 0.25)
+    elif tech == "dead":
+        f0 = open_hz / scale
+        ring = rng.random() < 0.2
+        k_max = max(1, int(min(3000.0, 0.45 * SAMPLE_RATE) // f0))
+        ks = np.arange(1, min(k_max, 16) + 1, dtype=np.float64)
+        amps = _pluck_amps(ks, beta, tilt + 0.6, pickup, scale) * rng.uniform(0.3, 0.9)
+        tau = rng.uniform(0.008, 0.04) if not ring else rng.uniform(0.06, 0.25)
+        rates = 1.0 / tau + 8.0 * g.damping * (ks * f0 / 1000.0) ** 1.5
+        if ring and rng.random() < 0.3:  # the muting finger sits near a node: a faint, short harmonic
+            node = int(rng.choice([2, 3, 4]))
+            amps = np.where(ks % node == 0, amps, amps * 0.1)
+        attack = rng.uniform(0.0005, 0.002)
+        transient_gain = rng.uniform(0.6, 1.6)
+        release = rng.uniform(0.01, 0.03)
+    else:
+        f0 = open_hz / scale
+        mute = tech == "palm_mute"
+        f_top = rng.uniform(1500.0, 3500.0) if mute else rng.uniform(7000.0, 11000.0)
+        k_max = max(2, int(min(f_top, 0.45 * SAMPLE_RATE) // f0))
+        ks = np.arange(1, min(k_max, 40) + 1, dtype=np.float64)
+        amps = _pluck_amps(ks, beta, tilt + (0.6 if mute else 0.0), pickup, scale)
+        tau = g.sustain * rng.uniform(0.7, 1.3) * (110.0 / f0) ** 0.4
+        if mute:
+            tau = rng.uniform(0.06, 0.3)
+        rates = 1.0 / tau + g.damping * rng.uniform(0.7, 1.3) * (1 + 4 * mute) * (ks * f0 / 1000.0) ** 1.5
+        attack = rng.uniform(0.0008, 0.004) if hard else rng.uniform(0.002, 0.008)
+        transient_gain = (rng.uniform(0.08, 0.3) if hard else rng.uniform(0.02, 0.1)) * (1.0 + mute)
+        release = rng.uniform(0.008, 0.03) if tech in ("staccato", "palm_mute") else rng.uniform(0.02, 0.15)
+
+    keep = amps > 1e-3 * amps.max()
+    ks, amps, rates = ks[keep], amps[keep], rates[keep]
+    n_body = int((note.duration + 5 * release) * SAMPLE_RATE)
+    n_ring = int((5.0 / rates.min()) * SAMPLE_RATE)  # until the slowest partial is ~-43 dB
+    n = max(64, min(n_body, n_ring + int(0.01 * SAMPLE_RATE)))
+    track = _f0_track(note, n, f0, rng) if tech != "dead" else np.full(n, f0)
+    y = _partials(track, ks, amps / amps.max(), rates, B, rng)
+
+    t = np.arange(n) / SAMPLE_RATE
+    env = np.minimum(1.0, t / attack) if tech != "harmonic" else _smoothstep(t / attack)
+    env = env * np.exp(-np.maximum(t - note.duration, 0.0) / release)  # damping at the (true) offset
+    y *= env
+    if transient_gain > 0:
+        m = min(n, int(0.06 * SAMPLE_RATE))
+        if tech == "dead":
+            burst = _noise_burst(m, rng.uniform(0.004, 0.03), rng.uniform(250, 2500), rng.uniform(0.5, 2.0), rng)
+        else:
+            fc = rng.uniform(2000, 6000) if hard else rng.uniform(600, 2000)
+            burst = _noise_burst(m, rng.uniform(0.002, 0.008), fc, 0.8, rng)
+        y[:m] += transient_gain * burst / (np.abs(burst).max() + 1e-9)
+    if tech == "slide":  # string squeak under the sliding finger
+        y += 0.02 * rng.standard_normal(n) * np.abs(np.gradient(track)) / (np.abs(np.gradient(track)).max() + 1e-9)
+    return note.velocity * y / (np.abs(y).max() + 1e-9)
+
+
+# ----------------------------------------------------------------------------------------------- recording layouts
+def _general_technique(rng: np.random.Generator) -> str:
+    names = list(_GENERAL_TECHNIQUES)
+    p = np.array([_GENERAL_TECHNIQUES[k] for k in names])
+    return str(rng.choice(names, p=p / p.sum()))
+
+
+def _duration(tech: str, rng: np.random.Generator) -> float:
+    if tech == "dead":
+        u = rng.random()  # mostly 30-250 ms, some ringing longer
+        return _logu(rng, 0.03, 0.18) if u < 0.65 else _logu(rng, 0.1, 0.3) if u < 0.88 else _logu(rng, 0.25, 0.7)
+    return _logu(rng, *_DURATION[tech])
+
+
+def _make_note(tech: str, rng: np.random.Generator, string: int | None = None, fret: int | None = None) -> _Note:
+    string = int(rng.integers(1, 7)) if string is None else string
+    if tech == "harmonic":
+        fret = int(rng.choice(list(HARMONIC_NODES), p=_NODE_P)) if fret is None else fret
+        pitch = TUNING[string] + round(12 * math.log2(HARMONIC_NODES[fret]))
+    else:
+        fret = int(rng.integers(0, 15 if tech != "dead" else 13)) if fret is None else fret
+        pitch = TUNING[string] + fret
+    exc = "MU" if tech == "palm_mute" else str(rng.choice(["PK", "FS"], p=[0.7, 0.3]))
+    return _Note(tech, string, fret, float(pitch), 0.0, _duration(tech, rng), exc, _logu(rng, 0.3, 1.0))
+
+
+def _plan_recording(kind: str, rng: np.random.Generator) -> list[_Note]:
+    """Returns the notes of one recording (onsets filled in): a class drill or a mixed lick."""
+    if kind == "NH":
+        fret = int(rng.choice(list(HARMONIC_NODES), p=_NODE_P))
+        notes = [_make_note("harmonic", rng, string=s, fret=fret) for s in rng.permutation(np.arange(1, 7))]
+        notes += [_make_note("harmonic", rng, fret=fret) for _ in range(int(rng.integers(3, 7)))]
+    elif kind == "DN":
+        notes = [_make_note("dead", rng) for _ in range(int(rng.integers(9, 17)))]
+    elif kind == "MU":
+        string = int(rng.integers(1, 7))
+        notes = [_make_note("palm_mute", rng, string=string) for _ in range(int(rng.integers(8, 14)))]
+    elif kind == "EX":
+        techs = ["vibrato", "bend", "slide", "sustain", "pluck", "staccato"]
+        notes = [_make_note(str(rng.choice(techs)), rng) for _ in range(int(rng.integers(7, 12)))]
+    else:  # lick: every class at least once
+        n = int(rng.integers(10, 19))
+        techs = ["harmonic", "dead"] + [
+            "harmonic" if u < 0.16 else "dead" if u < 0.32 else _general_technique(rng) for u in rng.random(n - 2)
+        ]
+        notes = [_make_note(t, rng) for t in rng.permutation(techs)]
+    t = rng.uniform(0.2, 0.6)
+    for note in notes:
+        note.onset = t
+        # let the note ring into the gap or stop before it; gaps from legato to long rests
+        t += note.duration + _logu(rng, 0.03, 0.6)
+    return notes
+
+
+# ------------------------------------------------------------------------------------------------- room and output
+def _peaking(x: np.ndarray, f: float, q: float, gain_db: float) -> np.ndarray:
+    """Returns ``x`` through an RBJ peaking biquad."""
+    a_lin = 10 ** (gain_db / 40)
+    w = 2 * np.pi * f / SAMPLE_RATE
+    alpha = np.sin(w) / (2 * q)
+    b = np.array([1 + alpha * a_lin, -2 * np.cos(w), 1 - alpha * a_lin])
+    a = np.array([1 + alpha / a_lin, -2 * np.cos(w), 1 - alpha / a_lin])
+    return signal.lfilter(b / a[0], a / a[0], x)
+
+
+def _lowpass_resonant(x: np.ndarray, f: float, q: float) -> np.ndarray:
+    """Returns ``x`` through a 2nd-order resonant low-pass (a pickup's RLC peak)."""
+    w = 2 * np.pi * min(f, 0.45 * SAMPLE_RATE) / SAMPLE_RATE
+    alpha = np.sin(w) / (2 * q)
+    c = np.cos(w)
+    b = np.array([(1 - c) / 2, 1 - c, (1 - c) / 2])
+    a = np.array([1 + alpha, -2 * c, 1 - alpha])
+    return signal.lfilter(b / a[0], a / a[0], x)
+
+
+def _room(x: np.ndarray, g: Guitar, rng: np.random.Generator) -> np.ndarray:
+    """Returns the recording through body/pickup filters, a small room, hum and noise; peak-normalised at random."""
+    for f, q, gain in g.body:
+        x = _peaking(x, f * rng.uniform(0.93, 1.07), q, gain * rng.uniform(0.7, 1.2))
+    if g.kind == "electric":
+        x = _lowpass_resonant(x, g.tone_hz * rng.uniform(0.85, 1.15), rng.uniform(1.2, 3.0))
+        if rng.random() < 0.25:  # a little amp drive
+            drive = rng.uniform(1.5, 4.0)
+            x = np.tanh(drive * x / (np.abs(x).max() + 1e-9)) / drive
+    else:
+        x = _lowpass_resonant(x, g.tone_hz * rng.uniform(0.8, 1.2), 0.707)
+    x = x / (np.abs(x).max() + 1e-9)
+    # room: exponentially decaying noise tail with a few early reflections
+    rt60 = rng.uniform(0.15, 0.9)
+    n_ir = int(rt60 * SAMPLE_RATE)
+    t = np.arange(n_ir) / SAMPLE_RATE
+    ir = rng.standard_normal(n_ir) * np.exp(-6.9 * t / rt60)
+    ir = signal.lfilter([0.3], [1, -0.7], ir)  # walls absorb the highs
+    ir /= np.sqrt(np.sum(ir**2))
+    for _ in range(4):
+        ir[int(rng.uniform(0.003, 0.03) * SAMPLE_RATE)] += rng.uniform(0.1, 0.4)
+    wet = rng.uniform(0.03, 0.25) if g.kind != "electric" else rng.uniform(0.0, 0.12)
+    x = x + wet * signal.fftconvolve(x, ir)[: x.size]
+    n = x.size
+    noise = np.cumsum(rng.standard_normal(n)) * 0.02 + rng.standard_normal(n)  # brownish + white room noise
+    noise = signal.lfilter([1, -0.98], [1, -0.995], noise)
+    x = x + 10 ** (-rng.uniform(45, 70) / 20) * noise / (np.std(noise) + 1e-9)
+    if g.kind == "electric":
+        mains = rng.choice([50.0, 60.0])
+        tt = np.arange(n) / SAMPLE_RATE
+        hum = sum(np.sin(2 * np.pi * mains * h * tt + rng.uniform(0, 6.3)) / h for h in (1, 2, 3, 5))
+        x = x + 10 ** (-rng.uniform(55, 75) / 20) * hum
+    return x * rng.uniform(0.25, 0.95) / (np.abs(x).max() + 1e-9)
+
+
+def _render_recording(
+    index: int, kind: str, g: Guitar, seed: np.random.SeedSequence, audio_dir: Path, ann_dir: Path
+) -> None:
+    """Renders one recording to ``audio_dir`` and writes its annotation to ``ann_dir``."""
+    rng = np.random.default_rng(seed)
+    setting = str(rng.choice(list(g.pickups)))
+    pickup = g.pickups[setting]
+    notes = _plan_recording(kind, rng)
+    total = notes[-1].onset + notes[-1].duration + 1.0
+    out = np.zeros(int(total * SAMPLE_RATE) + SAMPLE_RATE)
+    for note in notes:
+        y = _render_note(note, g, pickup, rng)
+        i = int(note.onset * SAMPLE_RATE)
+        out[i : i + y.size] += y[: out.size - i]
+    audio = _room(out[: int(total * SAMPLE_RATE)], g, rng)
+
+    if kind == "NH":
+        tag = f"NH_{_ROMAN[notes[0].fret]}"
+    elif kind == "MU":
+        tag = f"{notes[0].string}_muted"
+    else:
+        tag = {"DN": "DN", "EX": "Expr"}.get(kind, "Lick")
+    name = f"{g.code}_{tag}_{index:03d}"
+    sf.write(audio_dir / f"{name}.wav", audio.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+    events = []
+    for note in notes:
+        # annotators mark onsets a little early or late and offsets loosely
+        onset = max(0.0, note.onset + float(np.clip(rng.normal(-0.008, 0.01), -0.04, 0.025)))
+        offset = note.onset + note.duration + float(np.clip(rng.normal(0.0, 0.012), -0.02, 0.04))
+        offset = max(offset, onset + 0.02)
+        events.append(
+            {
+                "pitch": int(note.pitch),
+                "onsetSec": round(onset, 4),
+                "offsetSec": round(offset, 4),
+                "fretNumber": note.fret,
+                "stringNumber": note.string,
+                "excitationStyle": note.excitation,
+                "expressionStyle": _EXPRESSION.get(note.technique, "NO"),
+            }
+        )
+    params = {
+        "instrument": "EG" if g.kind == "electric" else "AG" if g.kind == "steel" else "CG",
+        "instrumentModel": g.model,
+        "pickUpSetting": setting,
+        "instrumentTuning": "E A D G B E",
+        "audioFX": "None",
+        "recordingDate": "synthetic",
+        "recordingArtist": "guitar_cls.data.synth",
+    }
+    write_idmt_xml(ann_dir / f"{name}.xml", f"{name}.wav", events, params)
+
+
+def make_demo_dataset(out_dir: str | Path, n_recordings: int = 96, seed: int = 0) -> Path:
+    """Writes a synthetic IDMT-like data set under ``out_dir`` and returns its ``metadata.csv``.
+
+    Layout: ``out_dir/dataset2/{audio,annotation}`` (44.1 kHz mono 16-bit WAV + XML) and ``out_dir/metadata.csv``
+    built by ``ingest_idmt``. The same seed gives the same files.
+    """
+    out_dir = Path(out_dir)
+    audio_dir, ann_dir = out_dir / SUBSET / "audio", out_dir / SUBSET / "annotation"
+    for d in (audio_dir, ann_dir):
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+    root = np.random.SeedSequence(seed)
+    plan_rng = np.random.default_rng(root.spawn(1)[0])
+    kinds = [_ROTATION[i % len(_ROTATION)] for i in range(n_recordings)]
+    offset = int(plan_rng.integers(len(GUITARS)))
+    guitars = [GUITARS[(i + offset) % len(GUITARS)] for i in range(n_recordings)]
+    order = plan_rng.permutation(n_recordings)
+    seeds = root.spawn(n_recordings + 1)[1:]
+    for i, j in enumerate(order):
+        _render_recording(i, kinds[j], guitars[j], seeds[i], audio_dir, ann_dir)
+    result = ingest_idmt(out_dir)
+    if result.problems:
+        raise RuntimeError("the demo annotations do not ingest cleanly:\n" + "\n".join(result.problems))
+    path = write_metadata(result.table, out_dir / "metadata.csv")
+    log.info("demo data set: %d recordings, %d events -> %s", n_recordings, len(result.table), path)
+    return path
+
+
+def describe_demo(metadata: Any) -> dict[str, int]:
+    """Returns the event count per label of a demo metadata table (for logs)."""
+    return {str(k): int(v) for k, v in metadata["label_category"].value_counts().items()}
