@@ -388,6 +388,9 @@ def test_grid_plan_covers_every_choice(tmp_path: Path) -> None:
     assert plan.param_space["augmentation.mixup.enabled"] == {"grid_search": [True, False]}
     assert plan.param_space["training.epochs"] == 6
     assert hasattr(plan.param_space["training.learning_rate"], "sample")  # a Tune domain, sampled per grid point
+    # Tune ignores TuneConfig.max_concurrent_trials for a BasicVariantGenerator: the limit must be on the generator.
+    assert plan.search_alg.max_concurrent == 0
+    assert make_searcher(space, max_concurrent=1).search_alg.max_concurrent == 1
 
 
 def test_scheduler_has_no_metric(tmp_path: Path) -> None:

@@ -508,15 +508,19 @@ def _decode(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------- builders
 
 
-def make_searcher(space: SearchSpace) -> SearchPlan:
+def make_searcher(space: SearchSpace, max_concurrent: int | None = None) -> SearchPlan:
     """Returns the search algorithm and the Tuner's param space for ``space``.
 
     tpe/random: ``OptunaSearch`` over a ``DefineByRun`` space with metric and mode given to the searcher itself
     (a define-by-run searcher ignores TuneConfig's) and an empty param space. grid: ``BasicVariantGenerator`` over a
     param space with ``grid_search`` for every ``choice`` param and random domains for the rest.
+
+    ``max_concurrent`` (default ``budget.max_concurrent_trials``) matters for grid only: Tune ignores
+    ``TuneConfig.max_concurrent_trials`` for a ``BasicVariantGenerator``, so the limit must be given to it here. For
+    Optuna, Tune applies ``TuneConfig.max_concurrent_trials`` itself.
     """
     if space.search.algorithm == "grid":
-        return _grid_plan(space)
+        return _grid_plan(space, max_concurrent or space.budget.max_concurrent_trials or 0)
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
@@ -541,7 +545,7 @@ def make_searcher(space: SearchSpace) -> SearchPlan:
     return SearchPlan(search_alg=searcher, param_space={})
 
 
-def _grid_plan(space: SearchSpace) -> SearchPlan:
+def _grid_plan(space: SearchSpace, max_concurrent: int) -> SearchPlan:
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -558,7 +562,8 @@ def _grid_plan(space: SearchSpace) -> SearchPlan:
         else:
             param_space[p.key] = tune.qrandint(int(p.low), int(p.high), int(p.step or 1))
     param_space.update(space.constants())
-    return SearchPlan(search_alg=BasicVariantGenerator(random_state=space.search.seed), param_space=param_space)
+    search_alg = BasicVariantGenerator(max_concurrent=max_concurrent, random_state=space.search.seed)
+    return SearchPlan(search_alg=search_alg, param_space=param_space)
 
 
 def make_scheduler(space: SearchSpace) -> Any:
