@@ -70,4 +70,4 @@ def build_model(name: str, n_classes: int = 3, in_channels: int = 1, **hp: Any) 
 
 
 # The families register themselves on import; they import register_model from here, hence the late imports.
-from guitar_cls.models import resnet  # noqa: E402, F401, I001
+from guitar_cls.models import efficientnet, mobilenet, resnet  # noqa: E402, F401, I001

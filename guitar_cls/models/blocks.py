@@ -4,7 +4,8 @@ Every model takes zero-padded batches ``[B, C, F, T]`` plus the valid frame coun
 the same prediction alone as inside a padded batch, :class:`LengthMasker` installs hooks on a module tree:
 
 - every ``Conv2d`` input is zeroed past the valid length (forward pre-hook), so a convolution sees exactly the zeros
-  its own padding would give the snippet alone;
+  its own padding would give the snippet alone (convs one frame wide with stride 1 need no mask and are left alone,
+  which also covers the 1x1 convs inside squeeze-excitation that run on pooled ``[B, C, 1, 1]`` tensors);
 - every ``MaxPool2d`` input is set to ``-inf`` past the valid length (the value max-pool padding uses), and its output
   past the new valid length is zeroed again so training-mode batch norm never sees ``-inf``;
 - after each conv/pool the valid length at the new time resolution follows the convolution formula
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 def _last(v: Any) -> int:
     """Returns the time-axis entry of an int-or-tuple conv/pool parameter."""
     return int(v[-1]) if isinstance(v, (tuple, list)) else int(v)
+
+
+def _is_pointwise(conv: nn.Conv2d) -> bool:
+    """Returns whether ``conv`` is 1 frame wide with stride 1 and no padding along time (e.g. squeeze-excitation)."""
+    pad = 0 if conv.padding == "valid" else conv.padding
+    return _last(conv.kernel_size) == 1 and _last(conv.stride) == 1 and pad != "same" and _last(pad) == 0
 
 
 def conv_out_length(
@@ -67,7 +74,9 @@ class LengthMasker:
         self._by_t: dict[int, Tensor] | None = None
         n_conv = n_pool = n_gap = 0
         for name, module in list(root.named_modules()):
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, nn.Conv2d) and _is_pointwise(module):
+                pass  # each output frame sees only its own input frame: nothing to mask, length unchanged
+            elif isinstance(module, nn.Conv2d):
                 module.register_forward_pre_hook(self._zero_input)
                 module.register_forward_hook(self._record_conv)
                 n_conv += 1
@@ -227,3 +236,89 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + self.shortcut(x))
+
+
+class TorchvisionClassifier(nn.Module):
+    """A torchvision ``features``/``classifier`` pair with pooling over valid frames.
+
+    ``features`` maps ``[B, C, F, T]`` to ``[B, D, F', T']``; the classifier's last layer gives the logits and the
+    layers before it give ``embed``. Attribute names match torchvision's, so its state dicts load key for key.
+    """
+
+    def __init__(self, features: nn.Sequential, classifier: nn.Sequential) -> None:
+        super().__init__()
+        self.features = features
+        self.classifier = classifier
+        set_batchnorm_momentum(self, 0.1)
+        self.masker = LengthMasker(self)
+
+    def embed(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Returns the penultimate embedding ``[B, D]`` of ``x [B, C, F, T]`` (valid frames only)."""
+        with self.masker.track(lengths, x.shape[-1]):
+            h = self.features(x)  # (B, D, F', T')
+            pooled = masked_mean(h, self.masker.lengths_for(h.shape[-1]))
+        return self.classifier[:-1](pooled)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Returns logits ``[B, n_classes]``."""
+        return self.classifier[-1](self.embed(x, lengths))
+
+
+def set_batchnorm_momentum(root: nn.Module, momentum: float) -> None:
+    """Sets every batch norm's running-statistics momentum.
+
+    torchvision's MobileNetV3 uses 0.01, which leaves the running statistics near their initial values after our short
+    trainings, so eval mode collapsed to one class (val balanced accuracy 0.333); 0.1 (PyTorch's default) does not.
+    """
+    for m in root.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
+def replace_stem(features: nn.Sequential, in_channels: int) -> None:
+    """Replaces the first conv of a torchvision ``features`` stack (3 RGB inputs) by one taking ``in_channels``."""
+    old = features[0][0]
+    if not isinstance(old, nn.Conv2d):
+        raise TypeError(f"expected the stem conv at features[0][0], found {type(old).__name__}")
+    new = nn.Conv2d(
+        in_channels,
+        old.out_channels,
+        old.kernel_size,
+        stride=old.stride,
+        padding=old.padding,
+        dilation=old.dilation,
+        groups=1,
+        bias=old.bias is not None,
+    )
+    nn.init.kaiming_normal_(new.weight, mode="fan_out")
+    if new.bias is not None:
+        nn.init.zeros_(new.bias)
+    features[0][0] = new
+
+
+def load_pretrained(model: nn.Module, path: str) -> None:
+    """Loads a local state dict (``torch.load(weights_only=True)``) into ``model``, skipping shape mismatches.
+
+    The stem (other input channels) and classifier (other class count) usually mismatch; each skipped key is logged.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    own = model.state_dict()
+    keep = {}
+    for key, value in state.items():
+        if key not in own:
+            log.info("pretrained %s: skipping %s (not in the model)", path, key)
+        elif own[key].shape != value.shape:
+            log.info(
+                "pretrained %s: skipping %s (shape %s, model has %s)",
+                path,
+                key,
+                tuple(value.shape),
+                tuple(own[key].shape),
+            )
+        else:
+            keep[key] = value
+    missing = [k for k in own if k not in keep]
+    model.load_state_dict(keep, strict=False)
+    log.info("pretrained %s: loaded %d tensors, %d left at their random init", path, len(keep), len(missing))
