@@ -105,12 +105,17 @@ def read_idmt_xml(path: str | Path) -> tuple[str | None, list[dict[str, str]]]:
 
 
 def _subset_of(xml_path: Path, root: Path) -> str:
-    """Returns the ``datasetN`` folder above the file, else the top folder under ``root``, else root's name."""
+    """Returns the nearest ``datasetN`` folder above the file (``root`` included), else the top folder under
+    ``root`` (unless that is just ``annotation``/``audio``), else root's name."""
+    for folder in xml_path.parents:
+        if _SUBSET_RE.match(folder.name):
+            return folder.name
+        if folder == root:
+            break
     rel = xml_path.relative_to(root)
-    for part in rel.parts[:-1]:
-        if _SUBSET_RE.match(part):
-            return part
-    return rel.parts[0] if len(rel.parts) > 1 else root.name
+    if len(rel.parts) > 1 and rel.parts[0].lower() not in ("annotation", "annotations", "audio"):
+        return rel.parts[0]
+    return root.name
 
 
 class _WavIndex:
