@@ -122,3 +122,22 @@ def test_conv_out_length_matches_pytorch_shapes() -> None:
 def test_masker_refuses_unsupported_pooling() -> None:
     with pytest.raises(TypeError, match="AvgPool2d"):
         LengthMasker(torch.nn.Sequential(torch.nn.AvgPool2d(2)))
+
+
+def test_pretrained_state_dict_loads_all_but_stem_and_classifier(tmp_path, caplog) -> None:
+    source = build_model("mobilenet_v3_small", n_classes=10, in_channels=3, width_mult=0.25)
+    path = tmp_path / "weights.pt"
+    torch.save(source.state_dict(), path)
+    with caplog.at_level("INFO", logger="guitar_cls.models.blocks"):
+        model = build_model("mobilenet_v3_small", in_channels=1, width_mult=0.25, pretrained=str(path))
+    src, dst = source.state_dict(), model.state_dict()
+    skipped = {k for k in dst if src[k].shape != dst[k].shape}
+    assert skipped == {"features.0.0.weight", "classifier.3.weight", "classifier.3.bias"}
+    assert all(torch.equal(src[k], dst[k]) for k in dst if k not in skipped)
+    assert "features.0.0.weight" in caplog.text and "classifier.3.weight" in caplog.text
+
+
+def test_torchvision_families_use_batchnorm_momentum_0_1() -> None:
+    for name in ("efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large"):
+        bns = [m for m in _small(name).modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert bns and all(m.momentum == 0.1 for m in bns)
