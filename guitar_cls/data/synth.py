@@ -56,15 +56,16 @@ class Guitar:
 
 GUITARS: tuple[Guitar, ...] = (
     Guitar("AR", "Ibanez AR", "electric", {"neck": (0.235, 0.255), "bridge": (0.075, 0.095), "both": (0.08, 0.245)},
-           1.4e-4, 2.4, 0.55, 1.05, ((190.0, 4.0, 3.0), (430.0, 3.0, 2.0)), 3600.0),
+           1.4e-4, 2.4, 0.55, 0.8, ((190.0, 4.0, 3.0), (430.0, 3.0, 2.0)), 3600.0),
     Guitar("LP", "Gibson Les Paul", "electric", {"neck": (0.22, 0.24), "bridge": (0.065, 0.085), "both": (0.075, 0.23)},
-           1.2e-4, 3.0, 0.45, 1.1, ((240.0, 3.0, 1.5),), 3100.0),
+           1.2e-4, 3.0, 0.45, 0.85, ((240.0, 3.0, 1.5),), 3100.0),
     Guitar("FS", "Fender Stratocaster", "electric", {"neck": (0.25,), "middle": (0.155,), "bridge": (0.07,)},
-           1.3e-4, 2.2, 0.6, 0.95, ((210.0, 3.0, 1.5),), 5200.0),
+           1.3e-4, 2.2, 0.6, 0.7, ((210.0, 3.0, 1.5),), 5200.0),
     Guitar("SA", "Steel-string dreadnought", "steel", {"mic": ()},
-           1.8e-4, 1.8, 0.8, 1.0, ((98.0, 8.0, 8.0), (205.0, 6.0, 6.0), (390.0, 5.0, 4.0), (2700.0, 1.2, 3.0)), 9500.0),
+           1.8e-4, 1.8, 0.8, 0.75, ((98.0, 8.0, 8.0), (205.0, 6.0, 6.0), (390.0, 5.0, 4.0), (2700.0, 1.2, 3.0)),
+           9500.0),
     Guitar("NY", "Nylon-string classical", "nylon", {"mic": ()},
-           0.5e-4, 1.3, 1.6, 1.35, ((95.0, 8.0, 7.0), (190.0, 6.0, 6.0), (460.0, 4.0, 3.0)), 6000.0),
+           0.5e-4, 1.3, 1.6, 1.1, ((95.0, 8.0, 7.0), (190.0, 6.0, 6.0), (460.0, 4.0, 3.0)), 6000.0),
 )  # fmt: skip
 
 # technique -> (label code, excitation override, annotated duration range in s, log-uniform)
@@ -254,7 +255,7 @@ def _render_note(note: _Note, g: Guitar, pickup: tuple[float, ...], rng: np.rand
             tau = rng.uniform(0.06, 0.3)
         rates = 1.0 / tau + g.damping * rng.uniform(0.7, 1.3) * (1 + 4 * mute) * (ks * f0 / 1000.0) ** 1.5
         attack = rng.uniform(0.0008, 0.004) if hard else rng.uniform(0.002, 0.008)
-        transient_gain = (rng.uniform(0.08, 0.3) if hard else rng.uniform(0.02, 0.1)) * (1.0 + mute)
+        transient_gain = (rng.uniform(0.08, 0.3) if hard else rng.uniform(0.02, 0.1)) * (1.0 + 0.5 * mute)
         release = rng.uniform(0.008, 0.03) if tech in ("staccato", "palm_mute") else rng.uniform(0.02, 0.15)
 
     keep = amps > 1e-3 * amps.max()
@@ -275,6 +276,8 @@ def _render_note(note: _Note, g: Guitar, pickup: tuple[float, ...], rng: np.rand
             burst = _noise_burst(m, rng.uniform(0.004, 0.03), rng.uniform(250, 2500), rng.uniform(0.5, 2.0), rng)
         else:
             fc = rng.uniform(2000, 6000) if hard else rng.uniform(600, 2000)
+            if tech == "palm_mute":  # the palm damps the pick noise too
+                fc = rng.uniform(400, 1500)
             burst = _noise_burst(m, rng.uniform(0.002, 0.008), fc, 0.8, rng)
         y[:m] += transient_gain * burst / (np.abs(burst).max() + 1e-9)
     if tech == "slide":  # string squeak under the sliding finger

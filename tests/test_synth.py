@@ -1,0 +1,115 @@
+"""Synthetic demo data: layout and format, classes in every recording type, determinism, and the physics of
+harmonics, dead notes and palm mutes (checked on the rendered signals)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from guitar_cls.benchmarks.duration import duration_baseline
+from guitar_cls.data import synth
+from guitar_cls.data.schema import LABELS, read_metadata, validate_metadata
+
+
+def test_tiny_demo_layout_and_format(tiny_demo):
+    root = tiny_demo.parent
+    wavs = sorted((root / "dataset2" / "audio").glob("*.wav"))
+    xmls = sorted((root / "dataset2" / "annotation").glob("*.xml"))
+    assert len(wavs) == len(xmls) == 12
+    assert [w.stem for w in wavs] == [x.stem for x in xmls]
+    info = sf.info(wavs[0])
+    assert (info.samplerate, info.channels, info.subtype) == (44100, 1, "PCM_16")
+    df = read_metadata(tiny_demo)
+    assert validate_metadata(df, root) == []
+    assert df["source_audio"].nunique() == 12
+    assert df.groupby("source_audio").size().min() >= 5  # several events per recording
+    assert set(df["label_category"]) == set(LABELS)
+    assert {p.split("_")[1] for p in df["source_audio"].str.rsplit("/", n=1).str[-1]} >= {"Lick", "NH", "DN"}
+
+
+def test_events_are_separated_by_gaps_and_inside_the_audio(tiny_demo):
+    df = read_metadata(tiny_demo)
+    root = tiny_demo.parent
+    for rel, rows in df.groupby("source_audio"):
+        onsets = rows["onset_sec"].to_numpy()
+        assert np.all(np.diff(onsets) > 0.02)
+        assert rows["offset_sec"].max() < sf.info(root / rel).duration
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(folder).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_deterministic_per_seed(tmp_path):
+    a = synth.make_demo_dataset(tmp_path / "a", n_recordings=3, seed=5)
+    b = synth.make_demo_dataset(tmp_path / "b", n_recordings=3, seed=5)
+    c = synth.make_demo_dataset(tmp_path / "c", n_recordings=3, seed=6)
+    assert _digest(a.parent) == _digest(b.parent)
+    assert _digest(a.parent) != _digest(c.parent)
+
+
+def _note(tech: str, fret: int, duration: float = 1.0, string: int = 5) -> synth._Note:
+    pitch = synth.TUNING[string] + (round(12 * np.log2(synth.HARMONIC_NODES[fret])) if tech == "harmonic" else fret)
+    return synth._Note(tech, string, fret, float(pitch), 0.0, duration, "PK", 1.0)
+
+
+def _band_energy(y: np.ndarray, hz: float, width: float = 0.03) -> float:
+    spec = np.abs(np.fft.rfft(y * np.hanning(y.size))) ** 2
+    f = np.fft.rfftfreq(y.size, 1 / synth.SAMPLE_RATE)
+    return float(spec[(f > hz * (1 - width)) & (f < hz * (1 + width))].sum())
+
+
+@pytest.mark.parametrize("fret", [12, 7, 5])
+def test_natural_harmonic_keeps_only_node_partials(fret):
+    node = synth.HARMONIC_NODES[fret]
+    open_hz = synth._midi_hz(synth.TUNING[5])
+    g = synth.GUITARS[3]  # steel acoustic: no pickup comb
+    y = synth._render_note(_note("harmonic", fret), g, (), np.random.default_rng(0))
+    body = y[int(0.1 * synth.SAMPLE_RATE) : int(0.9 * synth.SAMPLE_RATE)]  # after the touching finger's transient
+    assert _band_energy(body, node * open_hz) > 100 * _band_energy(body, open_hz)
+    plucked = synth._render_note(_note("pluck", 0), g, (), np.random.default_rng(0))
+    pb = plucked[int(0.1 * synth.SAMPLE_RATE) : int(0.9 * synth.SAMPLE_RATE)]
+    assert _band_energy(pb, open_hz) > 0.01 * _band_energy(pb, node * open_hz)  # a plucked note keeps its root
+
+
+def test_partials_are_stretched_by_inharmonicity():
+    f0 = np.full(synth.SAMPLE_RATE, 100.0)
+    y = synth._partials(f0, np.array([20.0]), np.array([1.0]), np.array([0.1]), 1e-3, np.random.default_rng(0))
+    spec = np.abs(np.fft.rfft(y))
+    peak = np.fft.rfftfreq(y.size, 1 / synth.SAMPLE_RATE)[spec.argmax()]
+    assert peak == pytest.approx(20 * 100 * np.sqrt(1 + 1e-3 * 400), abs=2)  # 2039 Hz, not 2000
+
+
+def test_dead_note_is_percussive_and_palm_mute_is_pitched_and_dull():
+    g, rng = synth.GUITARS[0], np.random.default_rng(1)
+    pickup = g.pickups["neck"]
+    sr = synth.SAMPLE_RATE
+    dead = synth._render_note(_note("dead", 5, 0.2), g, pickup, rng)
+    assert np.sum(dead[: int(0.05 * sr)] ** 2) > 0.9 * np.sum(dead**2)  # energy in the first 50 ms
+    mute = synth._render_note(_note("palm_mute", 5, 0.3), g, pickup, rng)
+    ring = synth._render_note(_note("pluck", 5, 0.3), g, pickup, rng)
+    f0 = synth._midi_hz(synth.TUNING[5] + 5)
+
+    def centroid(y: np.ndarray) -> float:
+        y = y[: int(0.2 * sr)]
+        power = np.abs(np.fft.rfft(y)) ** 2
+        return float((np.fft.rfftfreq(y.size, 1 / sr) * power).sum() / power.sum())
+
+    assert centroid(mute) < centroid(ring)
+    seg = mute[int(0.02 * sr) : int(0.15 * sr)]
+    assert _band_energy(seg, f0) > 10 * _band_energy(seg, 1.5 * f0, width=0.01)  # still a pitched note
+
+
+def test_duration_baseline_runs_on_the_tiny_demo(tiny_demo):
+    result = duration_baseline(read_metadata(tiny_demo), folds=3)
+    assert 0.0 <= result["balanced_accuracy"] <= 1.0
+    assert result["n_recordings"] == 12 and result["folds"] == 3
