@@ -23,18 +23,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke_test:
         from guitar_cls.data.synth import make_demo_dataset
 
-        args.metadata = make_demo_dataset(tempfile.mkdtemp(prefix="check_data_"), n_recordings=6, seed=0)
+        with tempfile.TemporaryDirectory(prefix="check_data_") as tmp:
+            return check(make_demo_dataset(tmp, n_recordings=6, seed=0), None)
     if args.metadata is None:
         parser.error("--metadata is required (or --smoke-test)")
+    return check(args.metadata, args.audio_root)
+
+
+def check(metadata: Path, audio_root: Path | None) -> int:
     try:
-        df = read_metadata(args.metadata)
+        df = read_metadata(metadata)
     except MetadataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summarize_metadata(df), indent=2))
-    problems = validate_metadata(df, args.audio_root or args.metadata.parent)
+    problems = validate_metadata(df, audio_root or metadata.parent)
     if problems:
-        print(f"{len(problems)} problem(s) in {args.metadata}:\n{format_problems(problems)}", file=sys.stderr)
+        print(f"{len(problems)} problem(s) in {metadata}:\n{format_problems(problems)}", file=sys.stderr)
         return 1
     print(f"ok: {len(df)} events, no problems")
     return 0

@@ -113,3 +113,15 @@ def test_duration_baseline_runs_on_the_tiny_demo(tiny_demo):
     result = duration_baseline(read_metadata(tiny_demo), folds=3)
     assert 0.0 <= result["balanced_accuracy"] <= 1.0
     assert result["n_recordings"] == 12 and result["folds"] == 3
+
+
+def test_make_demo_data_job(tmp_path, capsys):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("make_demo", Path(__file__).parents[1] / "jobs" / "make_demo_data.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    assert job.main(["--out", str(tmp_path), "--recordings", "3", "--seed", "2"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["n_events"] == len(read_metadata(tmp_path / "metadata.csv")) and sum(line["per_class"].values()) > 0

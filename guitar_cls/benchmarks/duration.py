@@ -59,8 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
         from guitar_cls.data.synth import make_demo_dataset
 
-        tmp = tempfile.mkdtemp(prefix="duration_baseline_")
-        args.metadata = make_demo_dataset(tmp, n_recordings=12, seed=args.seed)
-    result = duration_baseline(read_metadata(args.metadata), folds=args.folds, seed=args.seed)
-    print(json.dumps({"benchmark": "duration-baseline", "metadata": str(args.metadata), **result}))
+        with tempfile.TemporaryDirectory(prefix="duration_baseline_") as tmp:
+            df = read_metadata(make_demo_dataset(tmp, n_recordings=12, seed=args.seed))
+        source = "demo(12 recordings)"
+    else:
+        df, source = read_metadata(args.metadata), str(args.metadata)
+    result = duration_baseline(df, folds=args.folds, seed=args.seed)
+    print(json.dumps({"benchmark": "duration-baseline", "metadata": source, **result}))
     return 0

@@ -260,6 +260,13 @@ def _render_note(note: _Note, g: Guitar, pickup: tuple[float, ...], rng: np.rand
 
     keep = amps > 1e-3 * amps.max()
     ks, amps, rates = ks[keep], amps[keep], rates[keep]
+    if tech != "dead":
+        # the second polarisation: slightly detuned, weaker, slower -> beating and a two-stage decay
+        j = min(6, ks.size)
+        detune = 1.0 + rng.uniform(0.0005, 0.003, j)
+        ks = np.r_[ks, ks[:j] * detune]
+        amps = np.r_[amps, amps[:j] * rng.uniform(0.15, 0.5, j)]
+        rates = np.r_[rates, rates[:j] * rng.uniform(0.4, 0.8, j)]
     n_body = int((note.duration + 5 * release) * SAMPLE_RATE)
     n_ring = int((5.0 / rates.min()) * SAMPLE_RATE)  # until the slowest partial is ~-43 dB
     n = max(64, min(n_body, n_ring + int(0.01 * SAMPLE_RATE)))
@@ -318,7 +325,7 @@ def _plan_recording(kind: str, rng: np.random.Generator) -> list[_Note]:
         notes = [_make_note("harmonic", rng, string=s, fret=fret) for s in rng.permutation(np.arange(1, 7))]
         notes += [_make_note("harmonic", rng, fret=fret) for _ in range(int(rng.integers(3, 7)))]
     elif kind == "DN":
-        notes = [_make_note("dead", rng) for _ in range(int(rng.integers(9, 17)))]
+        notes = [_make_note("dead", rng) for _ in range(int(rng.integers(8, 15)))]
     elif kind == "MU":
         string = int(rng.integers(1, 7))
         notes = [_make_note("palm_mute", rng, string=string) for _ in range(int(rng.integers(8, 14)))]
@@ -422,7 +429,9 @@ def _render_recording(
     events = []
     for note in notes:
         # annotators mark onsets a little early or late and offsets loosely
-        onset = max(0.0, note.onset + float(np.clip(rng.normal(-0.008, 0.01), -0.04, 0.025)))
+        # (some onsets 20-60 ms early, as in IDMT dataset2)
+        early = rng.uniform(0.02, 0.06) if rng.random() < 0.25 else 0.0
+        onset = max(0.0, note.onset - early + float(np.clip(rng.normal(-0.005, 0.008), -0.03, 0.02)))
         offset = note.onset + note.duration + float(np.clip(rng.normal(0.0, 0.012), -0.02, 0.04))
         offset = max(offset, onset + 0.02)
         events.append(
