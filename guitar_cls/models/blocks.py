@@ -101,8 +101,11 @@ class LengthMasker:
 
     @contextlib.contextmanager
     def track(self, lengths: Tensor | None, t: int) -> Iterator[None]:
-        """Tracks ``lengths`` ``[B]`` (valid frames of an input with ``t`` frames) for the enclosed forward."""
-        if lengths is None:
+        """Tracks ``lengths`` ``[B]`` (valid frames of an input with ``t`` frames) for the enclosed forward.
+
+        A batch without padding (every length >= ``t``) is not tracked at all: masking would change nothing.
+        """
+        if lengths is None or bool((lengths >= t).all()):  # no padding: nothing to mask (one host sync)
             yield
             return
         previous = self._by_t
