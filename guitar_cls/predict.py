@@ -81,6 +81,10 @@ def checkpoint_file(path: str | Path) -> Path:
     return path
 
 
+def _missing(x: float | None) -> bool:
+    return x is None or bool(pd.isna(x))
+
+
 def wav_files(paths_or_dirs: Sequence[str | Path]) -> list[Path]:
     """Returns the files named, with each folder replaced by its ``.wav`` files (recursively, sorted)."""
     out: list[Path] = []
@@ -129,6 +133,18 @@ class Classifier:
         return cls._from_file(checkpoint_file(source), device, batch_size, str(source))
 
     @classmethod
+    def from_config(cls, cfg: Config, *, seed: int = 0, **kw: Any) -> Classifier:
+        """Returns an untrained Classifier (random weights from ``seed``) of ``cfg``: for smoke tests and timing."""
+        from guitar_cls.features import make_frontend
+        from guitar_cls.models import build_model
+
+        torch.manual_seed(seed)
+        frontend = make_frontend(cfg.features, cfg.data.sample_rate)
+        hp = cfg.model.params
+        model = build_model(cfg.model.name, n_classes=len(LABELS), in_channels=frontend.in_channels, **hp)
+        return cls(model, frontend, cfg, source=f"untrained {cfg.model.name} (seed {seed})", **kw)
+
+    @classmethod
     def _from_file(cls, path: Path, device: str | torch.device, batch_size: int, source: str) -> Classifier:
         model, frontend, cfg = load_model(path, device)
         splits_path = find_splits(path)
@@ -149,7 +165,7 @@ class Classifier:
         An event is read as in training (``load_snippet``: onset shifted by ``data.onset_offset_sec``); a whole file
         is taken from its first sample.
         """
-        if onset_sec is not None and offset_sec is not None and np.isfinite(onset_sec) and np.isfinite(offset_sec):
+        if not (_missing(onset_sec) or _missing(offset_sec)):
             return load_snippet(path, float(onset_sec), float(offset_sec), self.cfg.data)
         try:
             duration = sf.info(str(path)).duration
@@ -187,58 +203,48 @@ class Classifier:
         Args:
             on_error: ``"raise"`` (AudioError for silent/empty/non-finite audio) or ``"nan"`` (that row is NaN).
         """
-        return self.classify_windows(self._each(lambda w, sr: self.windows(np.asarray(w), int(sr)), items, on_error))
+        windows, reasons = _collect(lambda w, sr: self.windows(np.asarray(w), int(sr)), items)
+        _check(reasons, on_error, [f"item {i}" for i in range(len(items))])
+        return self.classify_windows(windows)
 
-    def classify_files(
+    def prepare_files(
         self,
         paths: Sequence[str | Path],
-        onsets: Sequence[float] | None = None,
-        offsets: Sequence[float] | None = None,
-        *,
-        on_error: str = "raise",
-    ) -> np.ndarray:
-        """Returns probabilities ``(N, 3)`` of note files, or of events ``[onsets[i], offsets[i])`` in recordings.
-
-        A NaN onset or offset means the whole file. ``on_error`` as in ``classify_waves``.
-        """
+        onsets: Sequence[float | None] | None = None,
+        offsets: Sequence[float | None] | None = None,
+    ) -> tuple[list[Windows | None], list[str]]:
+        """Returns (windows or None, "" or the AudioError reason) per file or per event (see ``file_windows``)."""
         n = len(paths)
         ons = [None] * n if onsets is None else list(onsets)
         offs = [None] * n if offsets is None else list(offsets)
         if len(ons) != n or len(offs) != n:
             raise ValueError(f"{n} paths but {len(ons)} onsets and {len(offs)} offsets")
-        return self.classify_windows(self._each(self.file_windows, list(zip(paths, ons, offs)), on_error))
+        return _collect(self.file_windows, list(zip(paths, ons, offs)))
 
-    def _each(self, fn: Any, args: Sequence[tuple[Any, ...]], on_error: str) -> list[Windows | None]:
-        if on_error not in ("raise", "nan"):
-            raise ValueError(f"unsupported on_error: {on_error!r} (known: 'raise', 'nan')")
-        out: list[Windows | None] = []
-        for a in args:
-            try:
-                out.append(fn(*a))
-            except AudioError as e:
-                if on_error == "raise":
-                    raise AudioError(f"{a[0] if isinstance(a[0], (str, Path)) else 'audio'}: {e.reason}") from None
-                log.warning("cannot classify %s: %s", a[0] if isinstance(a[0], (str, Path)) else "audio", e.reason)
-                out.append(None)
-        return out
+    def classify_files(
+        self,
+        paths: Sequence[str | Path],
+        onsets: Sequence[float | None] | None = None,
+        offsets: Sequence[float | None] | None = None,
+        *,
+        on_error: str = "raise",
+    ) -> np.ndarray:
+        """Returns probabilities ``(N, 3)`` of note files, or of events ``[onsets[i], offsets[i])`` in recordings.
+
+        A None/NaN onset or offset means the whole file. ``on_error`` as in ``classify_waves``.
+        """
+        windows, reasons = self.prepare_files(paths, onsets, offsets)
+        _check(reasons, on_error, [str(p) for p in paths])
+        return self.classify_windows(windows)
 
     def predict_files(self, paths_or_dirs: Sequence[str | Path]) -> pd.DataFrame:
         """Returns one row per WAV file (folders expand to their .wav files): ``path, label, confidence,
         prob_<label>..., error`` (``error`` empty, or why the file could not be classified; its probabilities NaN)."""
         files = wav_files(paths_or_dirs)
-        errors = []
-        items: list[Windows | None] = []
-        for f in files:
-            try:
-                items.append(self.file_windows(f))
-                errors.append("")
-            except AudioError as e:
-                items.append(None)
-                errors.append(e.reason)
-        probs = self.classify_windows(items)
-        table = probability_table(probs)
+        windows, reasons = self.prepare_files(files)
+        table = probability_table(self.classify_windows(windows))
         table.insert(0, "path", [str(f) for f in files])
-        table["error"] = errors
+        table["error"] = reasons
         return table
 
     def predict_recording(self, path: str | Path, **detect_kw: Any) -> pd.DataFrame:
@@ -249,13 +255,38 @@ class Classifier:
         info = sf.info(str(path))
         wave, sr = read_segment(path, 0.0, info.duration)
         notes = detect_notes(wave, sr, **detect_kw)
-        items = self._each(
-            lambda a, b: self.windows(wave[int(a * sr) : max(int(b * sr), int(a * sr) + 1)], sr), notes, "nan"
+        windows, _ = _collect(
+            lambda a, b: self.windows(wave[int(a * sr) : max(int(b * sr), int(a * sr) + 1)], sr), notes
         )
-        table = probability_table(self.classify_windows(items))
+        table = probability_table(self.classify_windows(windows))
         table.insert(0, "offset_sec", [round(b, 4) for _, b in notes])
         table.insert(0, "onset_sec", [round(a, 4) for a, _ in notes])
         return table
+
+
+def _collect(fn: Any, args: Sequence[tuple[Any, ...]]) -> tuple[list[Windows | None], list[str]]:
+    """Returns ``fn(*a)`` per argument tuple, None where it raised AudioError, and the reasons ("" when fine)."""
+    out: list[Windows | None] = []
+    reasons: list[str] = []
+    for a in args:
+        try:
+            out.append(fn(*a))
+            reasons.append("")
+        except AudioError as e:
+            out.append(None)
+            reasons.append(e.reason)
+    return out, reasons
+
+
+def _check(reasons: list[str], on_error: str, names: Sequence[str]) -> None:
+    """Raises AudioError for the first failure when ``on_error`` is "raise"; logs the failures for "nan"."""
+    if on_error not in ("raise", "nan"):
+        raise ValueError(f"unsupported on_error: {on_error!r} (known: 'raise', 'nan')")
+    for name, reason in zip(names, reasons):
+        if reason and on_error == "raise":
+            raise AudioError(f"{name}: {reason}")
+        if reason:
+            log.warning("cannot classify %s: %s", name, reason)
 
 
 def probability_table(probs: np.ndarray) -> pd.DataFrame:
@@ -291,12 +322,8 @@ def latency_ms(
     threads (restored afterwards) with the model in eval mode.
     """
     if isinstance(model, Config):
-        from guitar_cls.features import make_frontend
-        from guitar_cls.models import build_model
-
-        cfg = model
-        frontend = make_frontend(cfg.features, cfg.data.sample_rate)
-        model = build_model(cfg.model.name, n_classes=len(LABELS), in_channels=frontend.in_channels, **cfg.model.params)
+        untrained = Classifier.from_config(model)
+        model, frontend, cfg = untrained.model, untrained.frontend, untrained.cfg
     if frontend is None or cfg is None:
         raise ValueError("latency_ms needs (model, frontend, cfg) or a Config")
     model, frontend = model.cpu().eval(), frontend.cpu().eval()
