@@ -51,11 +51,14 @@ def frame_mask(frame_lengths: Tensor, n_frames: int) -> Tensor:
 
 
 def power_spectrogram(
-    wave: Tensor, lengths: Tensor, window: Tensor, n_fft: int, hop_length: int
+    wave: Tensor, lengths: Tensor, window: Tensor, n_fft: int, hop_length: int, band: tuple[int, int] | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Returns the power STFT ``(B, n_fft // 2 + 1, T)`` (padding frames zero) and the frame lengths ``(B,)``.
+    """Returns the power STFT ``(B, hi - lo, T)`` of the frequency rows ``band = (lo, hi)`` (default: all
+    ``n_fft // 2 + 1``) and the frame lengths ``(B,)``.
 
     Samples at or past ``lengths`` are zeroed first, so whatever a caller padded with never leaks into valid frames.
+    Frames past ``frame_lengths`` are not zeroed here (they may hold the snippet's tail): callers mask after
+    projecting, where the tensor is smaller.
     """
     wave = wave.float()  # (B, N)
     lengths = lengths.to(wave.device).long()
@@ -64,10 +67,15 @@ def power_spectrogram(
     if n < n_fft:
         wave = nn.functional.pad(wave, (0, n_fft - n))
     spec = torch.stft(wave, n_fft, hop_length, window=window, center=False, return_complex=True)  # (B, F, T)
-    power = spec.real.square() + spec.imag.square()
-    frame_lengths = frames_for(lengths, n_fft, hop_length)
-    power = power * frame_mask(frame_lengths, power.shape[-1])[:, None, :]
-    return power, frame_lengths
+    if band is not None:
+        spec = spec[:, band[0] : band[1]]
+    power = torch.view_as_real(spec).square().sum(dim=-1)
+    return power, frames_for(lengths, n_fft, hop_length)
+
+
+def _masked(x: Tensor, frame_lengths: Tensor) -> Tensor:
+    """Returns ``x (B, K, T)`` with the frames past ``frame_lengths`` set to 0."""
+    return x * frame_mask(frame_lengths, x.shape[-1])[:, None, :]
 
 
 def power_to_unit_db(power: Tensor, frame_lengths: Tensor, top_db: float) -> Tensor:
@@ -92,39 +100,64 @@ def _project(basis: Tensor, spec: Tensor) -> Tensor:
 
 
 def logmel(
-    wave: Tensor, lengths: Tensor, *, window: Tensor, basis: Tensor, n_fft: int, hop_length: int, top_db: float
+    wave: Tensor,
+    lengths: Tensor,
+    *,
+    window: Tensor,
+    basis: Tensor,
+    n_fft: int,
+    hop_length: int,
+    top_db: float,
+    band: tuple[int, int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Returns the scaled log-mel spectrogram ``(B, 1, n_mels, T)`` and frame lengths ``(B,)``.
 
-    ``basis`` is the ``(n_mels, n_fft // 2 + 1)`` Slaney mel filter bank (librosa's default).
+    ``basis`` is the ``(n_mels, n_fft // 2 + 1)`` Slaney mel filter bank (librosa's default), or its columns
+    ``band = (lo, hi)`` when the rest is zero (the STFT rows outside the band are then skipped).
     """
-    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length)
+    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length, band)
     mel = _project(basis, power)  # (B, M, T)
     return power_to_unit_db(mel, frame_lengths, top_db)[:, None], frame_lengths
 
 
 def cqt(
-    wave: Tensor, lengths: Tensor, *, window: Tensor, basis: Tensor, n_fft: int, hop_length: int, top_db: float
+    wave: Tensor,
+    lengths: Tensor,
+    *,
+    window: Tensor,
+    basis: Tensor,
+    n_fft: int,
+    hop_length: int,
+    top_db: float,
+    band: tuple[int, int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Returns the scaled log pseudo-CQT ``(B, 1, n_bins, T)`` and frame lengths ``(B,)``.
 
     ``basis`` is the ``(n_bins, n_fft // 2 + 1)`` magnitude response of librosa's constant-Q wavelets sampled at the
     STFT bin frequencies; it is applied to the STFT magnitude (as librosa's ``pseudo_cqt``), then squared.
     """
-    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length)
+    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length, band)
     mag = _project(basis, power.sqrt())  # (B, K, T)
     return power_to_unit_db(mag.square(), frame_lengths, top_db)[:, None], frame_lengths
 
 
 def chroma(
-    wave: Tensor, lengths: Tensor, *, window: Tensor, basis: Tensor, n_fft: int, hop_length: int, top_db: float
+    wave: Tensor,
+    lengths: Tensor,
+    *,
+    window: Tensor,
+    basis: Tensor,
+    n_fft: int,
+    hop_length: int,
+    top_db: float,
+    band: tuple[int, int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Returns the chromagram ``(B, 1, n_chroma, T)`` (each frame divided by its max, as librosa) and frame lengths.
 
     ``basis`` is librosa's ``(n_chroma, n_fft // 2 + 1)`` chroma filter bank; ``top_db`` is unused.
     """
-    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length)
-    ch = _project(basis, power)  # (B, K, T)
+    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length, band)
+    ch = _masked(_project(basis, power), frame_lengths)  # (B, K, T)
     peak = ch.amax(dim=1, keepdim=True)
     ch = torch.where(peak > _AMIN, ch / peak.clamp(min=_AMIN), torch.zeros_like(ch))
     return ch[:, None], frame_lengths
@@ -148,6 +181,7 @@ def hpss(
     n_fft: int,
     hop_length: int,
     top_db: float,
+    band: tuple[int, int] | None = None,
     kernel: int = 17,
 ) -> tuple[Tensor, Tensor]:
     """Returns harmonic and percussive log-mels ``(B, 2, n_mels, T)`` and frame lengths ``(B,)``.
@@ -156,8 +190,8 @@ def hpss(
     part; padding frames are zero, so edges look the same alone or in a batch), then soft Wiener masks (power 2)
     split the mel power into the two channels.
     """
-    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length)
-    mel = _project(basis, power)  # (B, M, T), padding frames already 0
+    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length, band)
+    mel = _masked(_project(basis, power), frame_lengths)  # (B, M, T), padding frames 0 for the median filters
     harm = _median_filter(mel, kernel, dim=-1)
     perc = _median_filter(mel, kernel, dim=-2)
     h2, p2 = harm.square(), perc.square()
@@ -223,8 +257,12 @@ class FeatureFrontend(nn.Module):
         self.hop_length = cfg.hop_length
         self._transform, build_basis, self.in_channels = FEATURES[cfg.name]
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
-        self.register_buffer("basis", build_basis(cfg, sample_rate), persistent=False)
-        self.n_bins = int(self.basis.shape[0])
+        basis = build_basis(cfg, sample_rate)  # (K, n_fft // 2 + 1)
+        support = torch.nonzero(basis.abs().sum(dim=0) > 0).flatten()
+        # only the STFT rows the filter bank uses are computed (mel 80-8000 Hz: ~72% of them)
+        self.band = (int(support[0]), int(support[-1]) + 1) if support.numel() else (0, basis.shape[1])
+        self.register_buffer("basis", basis[:, self.band[0] : self.band[1]].contiguous(), persistent=False)
+        self.n_bins = int(basis.shape[0])
         self._extra = {"kernel": cfg.hpss_kernel | 1} if cfg.name == "hpss" else {}
 
     def frames_for(self, n_samples: int | Tensor) -> int | Tensor:
@@ -241,6 +279,7 @@ class FeatureFrontend(nn.Module):
                 n_fft=self.n_fft,
                 hop_length=self.hop_length,
                 top_db=self.cfg.top_db,
+                band=self.band,
                 **self._extra,
             )
 
