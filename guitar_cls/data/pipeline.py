@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from guitar_cls.config import DataConfig
 from guitar_cls.data.audio import AudioError, prepare_waveform, read_segments, read_span
@@ -53,7 +54,6 @@ _SCHEMA = pa.schema(
         ("source_audio", pa.string()),
         ("waveform", pa.large_list(pa.float32())),
         ("length", pa.int64()),
-        ("reason", pa.string()),  # "" for good windows; dropped before writing
     ]
 )
 
@@ -100,59 +100,52 @@ def cache_key(df: pd.DataFrame, audio_root: str | Path, data_cfg: DataConfig) ->
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def featurize_recordings(batch: pd.DataFrame, data_cfg: DataConfig) -> pa.Table:
-    """Returns one Arrow row per window (and one per bad event, with its reason) for a batch of recordings.
+def featurize_recordings(batch: pd.DataFrame, data_cfg: DataConfig, quarantine_dir: str) -> pa.Table:
+    """Returns one Arrow row per window for a batch of recordings; bad events go to a CSV in ``quarantine_dir``.
 
     Each input row is one recording: ``path``, ``source_audio`` and the lists ``rows``, ``onsets``, ``offsets``,
     ``labels`` of its events. Nothing here raises for bad audio: one bad file or event never loses the others.
     """
-    out: dict[str, list[Any]] = {name: [] for name in _SCHEMA.names}
+    cols: dict[str, list[Any]] = {"row": [], "window": [], "label": [], "source_audio": [], "length": []}
     waves: list[np.ndarray] = []
-
-    def add(row: int, window: int, label: int, source: str, wave: np.ndarray | None, length: int, reason: str):
-        out["row"].append(row)
-        out["window"].append(window)
-        out["label"].append(label)
-        out["source_audio"].append(source)
-        out["length"].append(length)
-        out["reason"].append(reason)
-        waves.append(wave if wave is not None else np.zeros(0, np.float32))
-
-    for rec in batch.itertuples(index=False):
-        rows, labels = [int(r) for r in rec.rows], [int(v) for v in rec.labels]
-        spans = [read_span(float(a), float(b), data_cfg) for a, b in zip(rec.onsets, rec.offsets)]
-        max_sec = spans[0][2] if spans else None
-        try:
-            segments = list(read_segments(rec.path, [(a, b) for a, b, _ in spans], max_sec))
-        except Exception as e:  # an unexpected reader failure quarantines this file only
-            segments = [AudioError(f"read failed: {type(e).__name__}: {e}")] * len(rows)
-        for row, label, seg in zip(rows, labels, segments):
-            if isinstance(seg, AudioError):
-                add(row, 0, label, rec.source_audio, None, 0, seg.reason)
-                continue
+    bad: list[tuple[int, str, str]] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one task per CPU already; more threads per task only contend (resample is 20x slower)
+    try:
+        for rec in batch.itertuples(index=False):
+            rows, labels = [int(r) for r in rec.rows], [int(v) for v in rec.labels]
+            spans = [read_span(float(a), float(b), data_cfg) for a, b in zip(rec.onsets, rec.offsets)]
+            max_sec = spans[0][2] if spans else None
             try:
-                windows, lengths = prepare_waveform(seg[0], seg[1], data_cfg)
-            except AudioError as e:
-                add(row, 0, label, rec.source_audio, None, 0, e.reason)
-                continue
-            except Exception as e:  # same: isolate the event
-                add(row, 0, label, rec.source_audio, None, 0, f"processing failed: {type(e).__name__}: {e}")
-                continue
-            for i, (w, n) in enumerate(zip(windows, lengths)):
-                add(row, i, label, rec.source_audio, w[:n], n, "")
-    sizes = np.fromiter((w.size for w in waves), dtype=np.int64, count=len(waves))
+                segments = list(read_segments(rec.path, [(a, b) for a, b, _ in spans], max_sec))
+            except Exception as e:  # an unexpected reader failure quarantines this file only
+                segments = [AudioError(f"read failed: {type(e).__name__}: {e}")] * len(rows)
+            for row, label, seg in zip(rows, labels, segments):
+                try:
+                    if isinstance(seg, AudioError):
+                        raise seg
+                    windows, lengths = prepare_waveform(seg[0], seg[1], data_cfg)
+                except AudioError as e:
+                    bad.append((row, rec.source_audio, e.reason))
+                    continue
+                except Exception as e:  # isolate the event
+                    bad.append((row, rec.source_audio, f"processing failed: {type(e).__name__}: {e}"))
+                    continue
+                for i, (w, n) in enumerate(zip(windows, lengths)):
+                    for name, value in zip(cols, (row, i, label, rec.source_audio, n)):
+                        cols[name].append(value)
+                    waves.append(w[:n])
+    finally:
+        torch.set_num_threads(threads)
+    if bad:
+        part = Path(quarantine_dir) / f"{uuid.uuid4().hex}.csv"
+        pd.DataFrame(bad, columns=list(QUARANTINE_COLUMNS)).to_csv(part, index=False)
     offsets = np.zeros(len(waves) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
+    np.cumsum([w.size for w in waves], out=offsets[1:])
     values = np.concatenate(waves) if waves else np.zeros(0, np.float32)
-    columns = {name: pa.array(out[name], type=_SCHEMA.field(name).type) for name in _SCHEMA.names if name != "waveform"}
-    columns["waveform"] = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float32()))
-    return pa.table({name: columns[name] for name in _SCHEMA.names}, schema=_SCHEMA)
-
-
-def _drop_quarantined(table: pa.Table) -> pa.Table:
-    import pyarrow.compute as pc
-
-    return table.filter(pc.equal(table["reason"], "")).drop_columns(["reason"])
+    arrays = {name: pa.array(cols[name], type=_SCHEMA.field(name).type) for name in cols}
+    arrays["waveform"] = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float32()))
+    return pa.table({name: arrays[name] for name in _SCHEMA.names}, schema=_SCHEMA)
 
 
 def _work_items(df: pd.DataFrame, audio_root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -272,30 +265,27 @@ def cache_dataset(
     old_bars = ctx.enable_progress_bars
     ctx.enable_progress_bars = progress
     try:
-        quarantine = pd.DataFrame(pre_bad, columns=list(QUARANTINE_COLUMNS))
-        n_windows = 0
+        parts = tmp / "quarantine_parts"
+        parts.mkdir()
         if items:
-            compute = ray.data.TaskPoolStrategy(size=min(n_cpus, n_blocks))
-            ds = (
-                ray.data.from_items(items, override_num_blocks=n_blocks)
-                .map_batches(
-                    featurize_recordings,
-                    batch_size=None,
-                    batch_format="pandas",
-                    fn_kwargs={"data_cfg": data_cfg},
-                    compute=compute,
-                    num_cpus=1,
-                )
-                .materialize()
-            )
-            bad = ds.select_columns(["row", "source_audio", "reason"]).to_pandas()
-            bad = bad[bad["reason"] != ""].rename(columns={"source_audio": "file"})
-            quarantine = pd.concat([quarantine, bad[list(QUARANTINE_COLUMNS)]], ignore_index=True)
-            good = ds.map_batches(_drop_quarantined, batch_size=None, batch_format="pyarrow", compute=compute)
-            good.write_parquet(str(tmp / "data"))
-            n_windows = ds.count() - len(bad)
-        else:
-            (tmp / "data").mkdir()
+            # one streaming pass: recordings -> windows -> Parquet (tasks, not actors: never waits for an actor CPU)
+            ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
+                featurize_recordings,
+                batch_size=None,
+                batch_format="pandas",
+                fn_kwargs={"data_cfg": data_cfg, "quarantine_dir": str(parts)},
+                compute=ray.data.TaskPoolStrategy(size=min(n_cpus, n_blocks)),
+                num_cpus=1,
+            ).write_parquet(str(tmp / "data"), use_dictionary=["source_audio"])  # no dictionary for samples
+        data_dir = tmp / "data"
+        data_dir.mkdir(exist_ok=True)
+        if not any(data_dir.glob("*.parquet")):
+            pq.write_table(_SCHEMA.empty_table(), data_dir / "empty.parquet")
+        n_windows = pq.read_table(data_dir, columns=["row"]).num_rows
+        found = [pd.read_csv(f, dtype={"file": str, "reason": str}, keep_default_na=False) for f in parts.glob("*.csv")]
+        quarantine = pd.concat([pd.DataFrame(pre_bad, columns=list(QUARANTINE_COLUMNS)), *found], ignore_index=True)
+        quarantine = quarantine.drop_duplicates("row")  # a retried task may have written its part twice
+        shutil.rmtree(parts)
         quarantine = quarantine.sort_values("row", kind="stable").reset_index(drop=True)
         _log_quarantine(quarantine)
         _raise_if_strict(data_cfg, quarantine)
@@ -339,26 +329,26 @@ def load_cache(path: str | Path, rows: Sequence[int] | None = None) -> pd.DataFr
     if not (path / "manifest.json").is_file():
         raise FileNotFoundError(f"no waveform cache at {path} (manifest.json missing)")
     table = pq.read_table(path / "data", columns=list(CACHE_COLUMNS))
+    row = table["row"].to_numpy()
+    window = table["window"].to_numpy()
+    order = np.lexsort((window, row))  # sort indices, not the table: taking list columns in Arrow is slow
     if rows is not None:
-        import pyarrow.compute as pc
-
-        table = table.filter(pc.is_in(table["row"], pa.array(np.asarray(rows, dtype=np.int64))))
-    table = table.sort_by([("row", "ascending"), ("window", "ascending")])
+        order = order[np.isin(row[order], np.asarray(rows, dtype=np.int64))]
     wf = table["waveform"].combine_chunks()
     offsets = wf.offsets.to_numpy()
     values = wf.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]].copy()  # one writable buffer
-    bounds = offsets - offsets[0]
-    waves = np.empty(len(table), dtype=object)
-    for i in range(len(table)):
-        waves[i] = values[bounds[i] : bounds[i + 1]]
-    out = pd.DataFrame(
+    starts = (offsets[:-1] - offsets[0])[order].tolist()
+    stops = (offsets[1:] - offsets[0])[order].tolist()
+    waves = np.empty(len(order), dtype=object)
+    for i, (a, b) in enumerate(zip(starts, stops)):
+        waves[i] = values[a:b]
+    return pd.DataFrame(
         {
-            "row": table["row"].to_numpy().astype(np.int64),
-            "window": table["window"].to_numpy().astype(np.int64),
-            "label": table["label"].to_numpy().astype(np.int64),
-            "source_audio": table["source_audio"].to_pandas().astype(str).to_numpy(),
+            "row": row[order].astype(np.int64),
+            "window": window[order].astype(np.int64),
+            "label": table["label"].to_numpy()[order].astype(np.int64),
+            "source_audio": np.asarray(table["source_audio"].to_pylist(), dtype=object)[order],
             "waveform": waves,
-            "length": table["length"].to_numpy().astype(np.int64),
+            "length": table["length"].to_numpy()[order].astype(np.int64),
         }
     )
-    return out
