@@ -18,6 +18,15 @@ SMALL: dict[str, dict] = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Runs these small models on one thread: on a loaded 2-core CI box, OpenMP spinning made them 50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _small(name: str, **kw) -> torch.nn.Module:
     return build_model(name, **{**SMALL.get(name, {}), **kw})
 
