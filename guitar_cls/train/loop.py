@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,7 +194,7 @@ def train_one_epoch(
     for idx in batches:
         waves, lengths, labels = collate(data, idx, parts.device)
         with torch.no_grad():
-            waves, lengths = parts.augment(waves, lengths)
+            waves, lengths = parts.augment(waves, lengths, generator=generator)
             feats, frames = _features(parts, waves, lengths)
             if aug.enabled and aug.spec_augment.enabled:
                 feats = spec_augment(feats, frames, aug.spec_augment, generator=generator)
@@ -239,6 +239,26 @@ def predict_proba(
             logits = model(feats, frames)
         out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return out
+
+
+@contextmanager
+def _exact_batchnorm_averages(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Makes batch norms keep a plain average of the batch statistics while active (momentum None).
+
+    The running statistics start at mean 0 / variance 1; an exponential average with momentum 0.1 needs ~50 steps to
+    forget that start, so after a short first epoch the eval-mode network was miscalibrated (the stem sees inputs of
+    variance ~0.01) and predicted one class. Averaging the first epoch exactly removes the start-up bias.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if enabled else []
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
 
 
 def _world() -> tuple[int, int]:
@@ -333,8 +353,9 @@ def fit(
         t0 = time.perf_counter()
         shard = train.subset(_shard_indices(len(train), rank, world, np_rng))
         batches = bucket_batches(shard.lengths, tc.batch_size, shuffle=True, rng=np_rng, bucket=tc.bucket_batches)
-        metrics: dict[str, float] = {"epoch": epoch}
-        metrics.update(train_one_epoch(parts, shard, cfg, batches, generator))
+        metrics: dict[str, float] = {"epoch": epoch, "start_epoch": start_epoch}  # start_epoch > 0: resumed
+        with _exact_batchnorm_averages(parts.model, enabled=epoch == 0):
+            metrics.update(train_one_epoch(parts, shard, cfg, batches, generator))
         metrics.update(split_metrics(parts, val, "val", tc.batch_size))
         metrics["lr"] = parts.optimizer.param_groups[0]["lr"]
         if isinstance(parts.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

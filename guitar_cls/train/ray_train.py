@@ -42,7 +42,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     ``config`` keys: ``cfg`` (Config as dict), ``cache_path``, ``rows`` ({"train": [...], "val": [...]}),
     ``report_extra`` (constant metrics added to every report), ``fail_marker`` (tests: a file path; when set and
-    missing, the worker creates it and kills itself after the first checkpoint, to exercise recovery).
+    missing, the worker creates it and kills itself during epoch 1, to exercise recovery).
     """
     cfg: Config = config_from_dict(config["cfg"])
     ctx = ray.train.get_context()
@@ -53,6 +53,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     best_local = work / BEST
     resume = None
     restored = ray.train.get_checkpoint()
+    log.info("rank %d: checkpoint to resume from: %s", rank, restored)
     if restored is not None:
         with restored.as_directory() as d:
             resume = torch.load(Path(d) / LATEST, map_location="cpu", weights_only=True)
@@ -62,6 +63,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     fail_marker = config.get("fail_marker")
 
     def report(metrics: dict[str, float], latest: dict[str, Any], best: dict[str, Any] | None) -> None:
+        if fail_marker and metrics["epoch"] >= 1 and not os.path.exists(fail_marker):
+            # Dies in epoch 1 before reporting it, so the controller has epoch 0's checkpoint to restore.
+            Path(fail_marker).touch()
+            log.warning("fail_marker set: killing this worker in epoch %d", metrics["epoch"])
+            os._exit(1)
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if rank == 0:
@@ -72,10 +78,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     shutil.copy(best_local, Path(d) / BEST)
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report({**metrics, **extra}, checkpoint=checkpoint)
-        if fail_marker and not os.path.exists(fail_marker):
-            Path(fail_marker).touch()
-            log.warning("fail_marker set: killing this worker after epoch %d", metrics["epoch"])
-            os._exit(1)
 
     device = pick_device(cfg.training)
     fit(
@@ -102,12 +104,18 @@ def make_trainer(
     name: str,
     storage_path: str,
     cpus_per_worker: float = 1.0,
+    threads_per_worker: int | None = None,
     callbacks: list[Any] | None = None,
 ) -> ray.train.torch.TorchTrainer:
-    """Returns a TorchTrainer running ``train_loop_per_worker`` with ``cfg.training``'s workers and failures."""
+    """Returns a TorchTrainer running ``train_loop_per_worker`` with ``cfg.training``'s workers and failures.
+
+    ``cpus_per_worker`` is what each worker reserves from Ray; ``threads_per_worker`` (default: the same) is how many
+    torch threads it uses.
+    """
     tc = cfg.training
     use_gpu = cluster_has_gpu() if tc.use_gpu is None else tc.use_gpu
-    loop_config = {**loop_config, "threads_per_worker": max(1, int(cpus_per_worker))}
+    threads = threads_per_worker or max(1, int(cpus_per_worker))
+    loop_config = {**loop_config, "threads_per_worker": threads}
     if use_gpu:
         loop_config["cfg"] = {**loop_config["cfg"], "training": {**loop_config["cfg"]["training"], "use_gpu": True}}
     resources = {"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}

@@ -160,6 +160,8 @@ def train(cfg: Config, name: str | None = None, extra_loop_config: dict[str, Any
         "checkpoint": str(best),
         "train_wall_s": round(wall, 1),
         "epochs_run": int(result.metrics.get("epoch", -1)) + 1,
+        "epochs_reported": [int(e) for e in result.metrics_dataframe["epoch"]],
+        "start_epoch": int(result.metrics.get("start_epoch", 0)),
         "best_val_balanced_accuracy": float(result.metrics.get("best/val/balanced_accuracy", float("nan"))),
         "test": metrics,
     }

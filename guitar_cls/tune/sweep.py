@@ -30,22 +30,29 @@ BEST_KEY = "best/" + METRIC  # the best validation score a trial reached (its be
 
 @dataclass
 class ResourcePlan:
-    """How many trials run at once and what each Train worker gets."""
+    """How many trials run at once and what each Train worker reserves and uses."""
 
     use_gpu: bool
-    cpus_per_worker: int
+    cpus_per_worker: int  # reserved from Ray per worker
+    threads_per_worker: int  # torch threads per worker
     max_concurrent: int
 
 
 def plan_resources(num_workers: int, resources: dict[str, float] | None = None) -> ResourcePlan:
-    """Returns the plan for a cluster: one trial at a time on a 2-CPU laptop, one per GPU group on a GPU cluster."""
+    """Returns the plan for a cluster: one trial at a time on a 2-CPU laptop, one per GPU group on a GPU cluster.
+
+    Each trial's driver reserves 1 CPU (it mostly waits), its workers the rest of their share.
+    """
     res = resources if resources is not None else ray.cluster_resources()
     cpus, gpus = int(res.get("CPU", 1)), int(res.get("GPU", 0))
     if gpus >= num_workers:
         concurrent = max(1, gpus // num_workers)
-        return ResourcePlan(True, max(1, min(8, cpus // (concurrent * num_workers))), concurrent)
-    per_worker = max(1, min(4, cpus // num_workers))
-    return ResourcePlan(False, per_worker, max(1, cpus // (per_worker * num_workers)))
+        per_worker = max(1, min(8, (cpus - concurrent) // (concurrent * num_workers)))
+        return ResourcePlan(True, per_worker, per_worker, concurrent)
+    per_worker = max(1, min(4, (cpus - 1) // num_workers))
+    concurrent = max(1, cpus // (1 + per_worker * num_workers))
+    threads = max(1, cpus // (concurrent * num_workers))
+    return ResourcePlan(False, per_worker, threads, concurrent)
 
 
 def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
@@ -59,7 +66,8 @@ def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     loop_config = {"cfg": cfg.to_dict(), "cache_path": ctx["cache_path"], "rows": ctx["rows"],
                    "report_extra": {"latency_ms": latency}, **ctx.get("loop_extra", {})}
     trainer = make_trainer(cfg, loop_config, name=f"train-{trial_id}", storage_path=ctx["storage_path"],
-                           cpus_per_worker=ctx["cpus_per_worker"], callbacks=[TuneReportCallback()])
+                           cpus_per_worker=ctx["cpus_per_worker"], threads_per_worker=ctx["threads_per_worker"],
+                           callbacks=[TuneReportCallback()])
     trainer.fit()
 
 
@@ -129,8 +137,9 @@ def run_sweep(
                                  "sweep": name, "metadata": str(data.metadata_path)})
     plan = plan_resources(base.training.num_workers)
     ctx = {"base": base.to_dict(), "space": space, "cache_path": str(data.cache.path), "rows": data.loop_rows(),
-           "storage_path": storage, "cpus_per_worker": plan.cpus_per_worker, "loop_extra": loop_extra or {}}
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"CPU": 0})
+           "storage_path": storage, "cpus_per_worker": plan.cpus_per_worker,
+           "threads_per_worker": plan.threads_per_worker, "loop_extra": loop_extra or {}}
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"CPU": 1})
     run_config = tune.RunConfig(name=name, storage_path=storage, callbacks=[tracker.callback()],
                                 failure_config=tune.FailureConfig(max_failures=0))
     if resume and tune.Tuner.can_restore(experiment_path):
@@ -139,13 +148,13 @@ def run_sweep(
     else:
         if resume:
             log.warning("nothing to resume at %s: starting the sweep afresh", experiment_path)
-        search = make_searcher(space)
         max_concurrent = space.budget.max_concurrent_trials or plan.max_concurrent
+        search = make_searcher(space, max_concurrent=max_concurrent)
         tuner = tune.Tuner(
             trainable,
             param_space=search.param_space,
             tune_config=tune.TuneConfig(
-                search_alg=search.search_alg, scheduler=make_scheduler(space), metric=METRIC, mode=space.mode,
+                search_alg=search.search_alg, scheduler=make_scheduler(space), metric=space.metric, mode=space.mode,
                 num_samples=space.budget.num_samples,
                 max_concurrent_trials=max_concurrent, time_budget_s=space.budget.time_budget_s,
             ),
