@@ -1,0 +1,237 @@
+"""ONNX export with a dynamic batch and time axis, and its parity check against PyTorch on ONNX Runtime.
+
+Two variants (TorchScript exporter, ``dynamo=False``, opset 17):
+
+- ``features``: the model alone, ``features float32 [B, C, F, T]`` + ``lengths int64 [B]`` (valid frames) ->
+  ``logits [B, 3]``; the caller computes the features (``FeatureFrontend``).
+- ``waveform`` (``include_frontend=True``): front end + model + softmax, ``wave float32 [B, N]`` + ``lengths int64
+  [B]`` (valid samples) -> ``probabilities [B, 3]``. ``N`` must be at least ``n_fft`` (prepared windows always are:
+  ``min_duration`` >> ``n_fft``). ONNX has no complex tensors, so the power spectrogram is exported through the
+  real-valued ``torch.stft(..., return_complex=False)`` form (ONNX ``STFT``), the same numbers as the front end's
+  complex STFT. Every feature type exports except ``hpss`` (its median filter has no ONNX op).
+
+Two tracing details are handled here, not in the models: ``LengthMasker`` keys its per-resolution lengths by the
+time size, which the tracer hands out as a tensor (keys are made ints again while the clamp stays dynamic), and the
+masker skips masking for an unpadded batch, so the example batch always holds padding (masking is then in the graph
+and is exact for unpadded batches too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from guitar_cls import features as feature_module
+from guitar_cls.config import Config
+from guitar_cls.data.audio import pad_windows
+from guitar_cls.data.schema import LABELS
+from guitar_cls.models.blocks import LengthMasker
+
+log = logging.getLogger(__name__)
+
+OPSET = 17  # the first opset with STFT
+PARITY_SECONDS = (0.3, 1.0, 2.7)  # snippet lengths of the parity check (short, typical, near max_duration)
+
+
+class FeatureModel(nn.Module):
+    """``(features [B, C, F, T], lengths [B]) -> logits [B, 3]``: the model alone."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
+        return self.model(features, lengths)
+
+
+class WaveModel(nn.Module):
+    """``(wave [B, N], lengths [B] samples) -> probabilities [B, 3]``: front end, model and softmax."""
+
+    def __init__(self, frontend: nn.Module, model: nn.Module) -> None:
+        super().__init__()
+        self.frontend = frontend
+        self.model = model
+
+    def forward(self, wave: Tensor, lengths: Tensor) -> Tensor:
+        feats, frames = self.frontend(wave, lengths)  # (B, C, F, T), (B,)
+        return torch.softmax(self.model(feats, frames), dim=-1)
+
+
+def _real_power_spectrogram(
+    wave: Tensor, lengths: Tensor, window: Tensor, n_fft: int, hop_length: int, band: tuple[int, int] | None = None
+) -> tuple[Tensor, Tensor]:
+    """``features.power_spectrogram`` through the real-valued STFT (ONNX has no complex type); needs N >= n_fft."""
+    wave = wave.float()  # (B, N)
+    lengths = lengths.to(wave.device).long()
+    n = wave.shape[-1]
+    wave = wave * (torch.arange(n, device=wave.device)[None, :] < lengths[:, None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # return_complex=False is deprecated in eager mode, but it is what exports
+        spec = torch.stft(wave, n_fft, hop_length, window=window, center=False, return_complex=False)  # (B,F,T,2)
+    if band is not None:
+        spec = spec[:, band[0] : band[1]]
+    return spec.square().sum(dim=-1), feature_module.frames_for(lengths, n_fft, hop_length)
+
+
+def _maskers(model: nn.Module) -> list[LengthMasker]:
+    found: dict[int, LengthMasker] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, LengthMasker):
+                found[id(value)] = value
+    return list(found.values())
+
+
+@contextlib.contextmanager
+def traceable(model: nn.Module) -> Iterator[None]:
+    """Makes ``model`` (and the feature functions) traceable with dynamic shapes for the enclosed export."""
+    maskers = _maskers(model)
+    for masker in maskers:
+
+        def lengths_for(t: Any, masker: LengthMasker = masker) -> Tensor | None:
+            return None if masker._by_t is None else masker._by_t[int(t)]
+
+        def record(t_out: Any, lengths: Tensor, masker: LengthMasker = masker) -> None:
+            # clamp against the traced size (a tensor while tracing), so the bound follows the input length
+            lengths = torch.minimum(lengths.clamp(min=1), torch.as_tensor(t_out, device=lengths.device))
+            masker._by_t.setdefault(int(t_out), lengths)
+
+        masker.lengths_for = lengths_for  # type: ignore[method-assign]
+        masker._record = record  # type: ignore[method-assign]
+    original = feature_module.power_spectrogram
+    feature_module.power_spectrogram = _real_power_spectrogram
+    try:
+        yield
+    finally:
+        feature_module.power_spectrogram = original
+        for masker in maskers:
+            del masker.lengths_for, masker._record
+
+
+def example_waves(cfg: Config, seconds: Sequence[float], seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Returns a padded batch of noisy tone bursts ``(B, N)`` and their lengths ``(B,)``; each at least
+    ``min_duration`` long as prepared windows are (shorter ones zero-padded, the length kept)."""
+    rng = np.random.default_rng(seed)
+    sr = cfg.data.sample_rate
+    min_n = int(round(cfg.data.min_duration * sr))
+    waves = []
+    for i, s in enumerate(seconds):
+        t = np.arange(int(round(s * sr))) / sr
+        w = np.sin(2 * np.pi * (110 + 70 * i) * t) * np.exp(-t / 0.4) + 0.05 * rng.standard_normal(t.size)
+        waves.append((w / np.abs(w).max()).astype(np.float32))
+    batch, lengths = pad_windows(waves, min_samples=max(min_n, cfg.features.n_fft))
+    return batch, lengths
+
+
+def export_onnx(
+    model: nn.Module,
+    frontend: nn.Module,
+    cfg: Config,
+    path: str | Path,
+    *,
+    include_frontend: bool = False,
+    opset: int = OPSET,
+) -> Path:
+    """Writes the ``features`` (default) or ``waveform`` ONNX variant to ``path`` and returns it (see module doc)."""
+    import onnx
+
+    if include_frontend and cfg.features.name == "hpss":
+        raise ValueError("the hpss front end cannot be exported (median filter); export the features variant")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model, frontend = model.cpu().eval(), frontend.cpu().eval()
+    wave, lengths = example_waves(cfg, (1.0, 0.6))  # unequal lengths: padding, so masking is traced
+    if include_frontend:
+        module: nn.Module = WaveModel(frontend, model).eval()
+        args: tuple[Tensor, ...] = (wave, lengths)
+        names, output = ["wave", "lengths"], "probabilities"
+        axes = {"wave": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}, output: {0: "batch"}}
+    else:
+        with torch.no_grad():
+            args = frontend(wave, lengths)
+        module = FeatureModel(model).eval()
+        names, output = ["features", "lengths"], "logits"
+        axes = {"features": {0: "batch", 3: "frames"}, "lengths": {0: "batch"}, output: {0: "batch"}}
+    with traceable(model), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings about Python values: the parity check is the judge
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, input_names=names,
+                          output_names=[output], dynamic_axes=axes)  # fmt: skip
+    model.eval()  # the exporter restores the wrapper's mode, which must stay eval
+    proto = onnx.load(str(path))
+    props = {
+        "variant": "waveform" if include_frontend else "features",
+        "labels": json.dumps(list(LABELS)),
+        "sample_rate": str(cfg.data.sample_rate),
+        "config": json.dumps(cfg.to_dict()),
+    }
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, str(path))
+    log.info("exported %s variant to %s", props["variant"], path)
+    return path
+
+
+def onnx_session(path: str | Path, threads: int = 1) -> Any:
+    """Returns an ONNX Runtime CPU session running on ``threads`` intra-op threads (1 inter-op thread)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_probabilities(session: Any, wave: Tensor, lengths: Tensor, frontend: nn.Module) -> np.ndarray:
+    """Returns probabilities ``(B, 3)`` from either variant's session for a waveform batch."""
+    names = [i.name for i in session.get_inputs()]
+    if names[0] == "wave":
+        return session.run(None, {"wave": wave.numpy(), "lengths": lengths.numpy()})[0]
+    with torch.no_grad():
+        feats, frames = frontend(wave, lengths)
+    logits = session.run(None, {"features": feats.numpy(), "lengths": frames.numpy()})[0]
+    return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+
+
+def onnx_parity(
+    path: str | Path, model: nn.Module, frontend: nn.Module, cfg: Config, seconds: Sequence[float] = PARITY_SECONDS
+) -> float:
+    """Returns the max abs difference of probabilities between ONNX Runtime and PyTorch, over a padded batch of
+    snippets of ``seconds`` and over each snippet alone."""
+    session = onnx_session(path, threads=1)
+    model, frontend = model.cpu().eval(), frontend.cpu().eval()
+    wave, lengths = example_waves(cfg, seconds, seed=1)
+    min_n = max(int(round(cfg.data.min_duration * cfg.data.sample_rate)), cfg.features.n_fft)
+    alone = [(wave[i : i + 1, : max(int(n), min_n)], lengths[i : i + 1]) for i, n in enumerate(lengths)]
+    worst = 0.0
+    with torch.no_grad():
+        for w, n in [(wave, lengths), *alone]:
+            ref = torch.softmax(model(*frontend(w, n)), dim=-1).numpy()
+            worst = max(worst, float(np.abs(onnx_probabilities(session, w, n, frontend) - ref).max()))
+    return worst
+
+
+def export_model(
+    source: Any, out: str | Path, *, include_frontend: bool = False, seconds: Sequence[float] = PARITY_SECONDS
+) -> dict[str, Any]:
+    """Exports a checkpoint / ``models:/`` URI / Classifier to ``out``, checks parity; returns a summary dict."""
+    from guitar_cls.predict import Classifier
+
+    clf = source if isinstance(source, Classifier) else Classifier.load(source)
+    path = export_onnx(clf.model, clf.frontend, clf.cfg, out, include_frontend=include_frontend)
+    diff = onnx_parity(path, clf.model, clf.frontend, clf.cfg, seconds)
+    return {
+        "onnx": str(Path(path).resolve()),
+        "variant": "waveform" if include_frontend else "features",
+        "model": clf.source,
+        "parity_seconds": list(seconds),
+        "max_abs_diff_probabilities": diff,
+        "size_mb": round(Path(path).stat().st_size / 2**20, 3),
+    }

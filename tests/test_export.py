@@ -1,0 +1,85 @@
+"""ONNX export: both variants match PyTorch on ONNX Runtime (< 1e-4) at several lengths and batch sizes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from test_predict import tiny_checkpoint
+
+from guitar_cls import export as ex
+from guitar_cls.config import config_from_dict
+from guitar_cls.data.schema import LABELS
+from guitar_cls.predict import Classifier
+
+LENGTHS = (0.3, 1.1, 2.9)  # seconds: shorter than min_duration (padded window), typical, near max_duration
+
+
+@pytest.fixture(scope="module")
+def clf(tmp_path_factory: pytest.TempPathFactory) -> Classifier:
+    return Classifier.load(tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", seed=5))
+
+
+@pytest.mark.parametrize("include_frontend", [False, True], ids=["features", "waveform"])
+def test_onnx_matches_pytorch_at_several_lengths(clf: Classifier, tmp_path: Path, include_frontend: bool) -> None:
+    path = ex.export_onnx(clf.model, clf.frontend, clf.cfg, tmp_path / "m.onnx", include_frontend=include_frontend)
+    assert ex.onnx_parity(path, clf.model, clf.frontend, clf.cfg, LENGTHS) < 1e-4
+    # explicitly: a batch of 3 (the export example had 2) of different lengths, run alone and together
+    session = ex.onnx_session(path)
+    wave, lengths = ex.example_waves(clf.cfg, LENGTHS, seed=3)
+    with torch.no_grad():
+        ref = torch.softmax(clf.model(*clf.frontend(wave, lengths)), dim=-1).numpy()
+    got = ex.onnx_probabilities(session, wave, lengths, clf.frontend)
+    assert got.shape == (3, len(LABELS)) and np.abs(got - ref).max() < 1e-4
+    assert np.ptp(ref, axis=0).max() > 1e-2  # the snippets get different outputs: the check can fail
+    assert not clf.model.training  # exporting leaves the model in eval mode
+
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(props["labels"]) == list(LABELS)
+    assert props["variant"] == ("waveform" if include_frontend else "features")
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[0] == "batch" and dims[-1] in ("samples", "frames")
+
+
+def test_padded_batch_gives_each_snippet_its_own_result(clf: Classifier, tmp_path: Path) -> None:
+    """The exported graph keeps length masking: a snippet padded inside a batch equals the snippet alone."""
+    path = ex.export_onnx(clf.model, clf.frontend, clf.cfg, tmp_path / "w.onnx", include_frontend=True)
+    session = ex.onnx_session(path)
+    wave, lengths = ex.example_waves(clf.cfg, (0.7, 2.5), seed=4)
+    batch = ex.onnx_probabilities(session, wave, lengths, clf.frontend)
+    alone = ex.onnx_probabilities(session, wave[:1, : int(lengths[0])], lengths[:1], clf.frontend)
+    np.testing.assert_allclose(batch[:1], alone, atol=1e-5)
+
+
+def test_hpss_frontend_is_refused(tmp_path: Path) -> None:
+    cfg = config_from_dict({"model": {"params": {"base_width": 4, "blocks": [1, 1, 1, 1]}},
+                            "features": {"name": "hpss", "n_mels": 32}})  # fmt: skip
+    clf = Classifier.from_config(cfg)
+    with pytest.raises(ValueError, match="hpss"):
+        ex.export_onnx(clf.model, clf.frontend, cfg, tmp_path / "h.onnx", include_frontend=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["mobilenet_v3_small", "efficientnet_b0"])
+def test_torchvision_families_export(family: str, tmp_path: Path) -> None:
+    clf = Classifier.load(tiny_checkpoint(tmp_path / "best.pt", model=family))
+    for include_frontend in (False, True):
+        summary = ex.export_model(clf, tmp_path / f"{include_frontend}.onnx", include_frontend=include_frontend)
+        assert summary["max_abs_diff_probabilities"] < 1e-4
+
+
+@pytest.mark.slow
+def test_export_job_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    cmd = [sys.executable, "jobs/export_onnx.py", "--smoke-test", "--include-frontend", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    assert line["variant"] == "waveform" and line["max_abs_diff_probabilities"] < 1e-4 and out.is_file()
