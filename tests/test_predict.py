@@ -36,8 +36,8 @@ def tiny_checkpoint(path: Path, *, seed: int = 0, model: str = "resnet", **data:
                 m.momentum = None  # cumulative average over the calibration batches
         net.train()
         with torch.no_grad():
-            for i in range(4):
-                waves = torch.from_numpy(np.stack([note(1.0, f0=100.0 + 60 * i + 7 * j, seed=j) for j in range(4)]))
+            for i in range(2):
+                waves = torch.from_numpy(np.stack([note(0.6, f0=100.0 + 60 * i + 7 * j, seed=j) for j in range(4)]))
                 net(*frontend(waves, torch.full((4,), waves.shape[1])))
     net.eval()
     last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
