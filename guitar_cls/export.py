@@ -200,6 +200,30 @@ def onnx_probabilities(session: Any, wave: Tensor, lengths: Tensor, frontend: nn
     return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
 
+def onnx_latency_ms(
+    session: Any, frontend: nn.Module, cfg: Config, *, seconds: float = 1.0, runs: int = 20, warmup: int = 3
+) -> float:
+    """Returns the median ms to classify one snippet of ``seconds`` with an ONNX Runtime session, features
+    included (inside the graph for the waveform variant, computed by ``frontend`` on one torch thread otherwise)."""
+    import time
+
+    n = int(round(seconds * cfg.data.sample_rate))
+    wave = torch.from_numpy(np.random.default_rng(0).standard_normal((1, n)).astype(np.float32) * 0.1)
+    lengths = torch.tensor([n])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        times = []
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            onnx_probabilities(session, wave, lengths, frontend)
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1000.0)
+    finally:
+        torch.set_num_threads(previous)
+    return float(np.median(times))
+
+
 def onnx_parity(
     path: str | Path, model: nn.Module, frontend: nn.Module, cfg: Config, seconds: Sequence[float] = PARITY_SECONDS
 ) -> float:

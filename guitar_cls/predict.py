@@ -249,19 +249,32 @@ class Classifier:
 
     def predict_recording(self, path: str | Path, **detect_kw: Any) -> pd.DataFrame:
         """Returns one row per detected note of a whole recording: ``onset_sec, offset_sec, label, confidence,
-        prob_<label>...`` (see ``onsets.detect_notes`` for ``detect_kw``)."""
+        prob_<label>..., error`` (see ``onsets.detect_notes`` for ``detect_kw``). Each note is then read and
+        classified as an annotated event of that file would be (``file_windows``)."""
         from guitar_cls.onsets import detect_notes
 
         info = sf.info(str(path))
         wave, sr = read_segment(path, 0.0, info.duration)
         notes = detect_notes(wave, sr, **detect_kw)
-        windows, _ = _collect(
-            lambda a, b: self.windows(wave[int(a * sr) : max(int(b * sr), int(a * sr) + 1)], sr), notes
-        )
+        windows, reasons = self.prepare_files([path] * len(notes), [a for a, _ in notes], [b for _, b in notes])
         table = probability_table(self.classify_windows(windows))
         table.insert(0, "offset_sec", [round(b, 4) for _, b in notes])
         table.insert(0, "onset_sec", [round(a, 4) for a, _ in notes])
+        table["error"] = reasons
         return table
+
+    def explain(
+        self, path: str | Path, out: str | Path, onset_sec: float | None = None, offset_sec: float | None = None
+    ) -> Path:
+        """Returns ``out`` after writing the features of a file (or event) with the Grad-CAM map of the predicted
+        class overlaid (first window of a long note)."""
+        from guitar_cls.interpret import explain_snippet
+
+        windows, lengths = self.file_windows(path, onset_sec, offset_sec)
+        probs = self.classify_windows([([windows[0]], [lengths[0]])])[0]
+        where = "" if _missing(onset_sec) else f" @ {float(onset_sec):.2f}s"
+        title = f"{Path(path).name}{where}: {LABELS[int(probs.argmax())]} ({probs.max():.2f})"
+        return explain_snippet(self.model, self.frontend, windows[0], lengths[0], out, title)
 
 
 def _collect(fn: Any, args: Sequence[tuple[Any, ...]]) -> tuple[list[Windows | None], list[str]]:

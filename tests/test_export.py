@@ -83,3 +83,14 @@ def test_export_job_smoke(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     line = json.loads(done.stdout.strip().splitlines()[-1])
     assert line["variant"] == "waveform" and line["max_abs_diff_probabilities"] < 1e-4 and out.is_file()
+
+
+@pytest.mark.slow
+def test_latency_benchmark_smoke() -> None:
+    done = subprocess.run([sys.executable, "jobs/benchmark.py", "latency", "--smoke-test"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ("torch_ms", "onnx_ms", "reference_torch_ms", "reference_onnx_ms"):
+        assert line[key] > 0
+    assert line["threads"] == 1 and line["onnx_variant"] == "waveform"

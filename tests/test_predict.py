@@ -150,3 +150,15 @@ def test_latency_ms_from_config_and_model(clf: Classifier) -> None:
     assert 0 < ms < 5000
     assert torch.get_num_threads() == threads  # restored after timing on one thread
     assert 0 < latency_ms(clf.cfg, runs=2, warmup=1) < 5000
+
+
+@pytest.mark.slow
+def test_predict_job_smoke(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "jobs/predict.py", "--smoke-test", "--csv", str(tmp_path / "p.csv")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert len(table) == 3 and set(table["label"]) <= set(LABELS)  # one row per demo recording file

@@ -1,0 +1,72 @@
+"""Single-thread CPU latency of one 1-s snippet (features included): PyTorch and ONNX Runtime, for a model and for
+the brief's reference ResNet (``base_width=64, blocks=[2, 2, 2, 2]``, random weights, default features).
+
+    python jobs/benchmark.py latency --model URI_OR_CHECKPOINT [--seconds 1.0] [--runs 50] [--smoke-test]
+
+Prints one JSON line. ONNX Runtime runs the waveform variant (front end inside the graph) with
+``intra_op_num_threads=1``; PyTorch runs with ``torch.set_num_threads(1)``. Each figure is the median of ``--runs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from guitar_cls.config import load_config
+from guitar_cls.export import export_onnx, onnx_latency_ms, onnx_session
+from guitar_cls.predict import Classifier, latency_ms
+from guitar_cls.train.smoke import SMOKE_OVERRIDES
+
+log = logging.getLogger(__name__)
+
+REFERENCE = {"name": "resnet", "params": {"base_width": 64, "blocks": [2, 2, 2, 2]}}
+
+
+def measure(clf: Classifier, *, seconds: float, runs: int, workdir: Path, tag: str) -> dict[str, Any]:
+    """Returns ``{torch_ms, onnx_ms, onnx_variant}`` of one classifier (ONNX exported into ``workdir``)."""
+    out: dict[str, Any] = {"torch_ms": latency_ms(clf.model, clf.frontend, clf.cfg, seconds=seconds, runs=runs)}
+    waveform = clf.cfg.features.name != "hpss"  # hpss cannot be exported: features in torch, model in ORT
+    path = export_onnx(clf.model, clf.frontend, clf.cfg, workdir / f"{tag}.onnx", include_frontend=waveform)
+    session = onnx_session(path, threads=1)
+    out["onnx_ms"] = onnx_latency_ms(session, clf.frontend, clf.cfg, seconds=seconds, runs=runs)
+    out["onnx_variant"] = "waveform" if waveform else "features"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmark.py latency", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="checkpoint file/folder or MLflow model URI")
+    parser.add_argument("--seconds", type=float, default=1.0, help="snippet length")
+    parser.add_argument("--runs", type=int, default=50, help="timed runs per figure (median reported)")
+    parser.add_argument("--smoke-test", action="store_true", help="an untrained tiny model, 5 runs")
+    args = parser.parse_args(argv)
+    if not args.model and not args.smoke_test:
+        parser.error("--model is required (or --smoke-test)")
+    runs = 5 if args.smoke_test else args.runs
+    clf = Classifier.from_config(load_config(None, SMOKE_OVERRIDES)) if args.smoke_test else Classifier.load(args.model)
+    reference = Classifier.from_config(load_config(None, [("model.name", REFERENCE["name"]),
+                                                          ("model.params", REFERENCE["params"])]))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="latency_") as tmp:
+        model = measure(clf, seconds=args.seconds, runs=runs, workdir=Path(tmp), tag="model")
+        ref = measure(reference, seconds=args.seconds, runs=runs, workdir=Path(tmp), tag="reference")
+    line = {
+        "benchmark": "latency",
+        "model": clf.source,
+        "model_name": clf.cfg.model.name,
+        "features": clf.cfg.features.name,
+        "seconds": args.seconds,
+        "runs": runs,
+        "threads": 1,
+        **{k: round(v, 3) if isinstance(v, float) else v for k, v in model.items()},
+        "reference": "resnet base_width=64 blocks=[2,2,2,2], random weights, default features",
+        **{f"reference_{k}": round(v, 3) if isinstance(v, float) else v for k, v in ref.items()},
+        "torch_version": importlib.metadata.version("torch"),
+        "onnxruntime_version": importlib.metadata.version("onnxruntime"),
+    }
+    print(json.dumps(line))
+    return 0
