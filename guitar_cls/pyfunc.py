@@ -144,16 +144,18 @@ def log_pyfunc_model(
     name: str = "model",
     registered_model_name: str | None = None,
     input_example: pd.DataFrame | None = None,
+    splits_csv: str | Path | None = None,
 ) -> ModelInfo:
     """Returns the ModelInfo of the checkpoint logged as a ``GuitarNoteModel`` pyfunc model (into the active run,
     or one MLflow starts), registered under ``registered_model_name`` when given.
 
-    ``checkpoint_path`` is a checkpoint file or a run folder (``best.pt`` preferred); the run's ``splits.csv``
-    (beside it, see ``predict.find_splits``) is logged with it so that ``evaluate --split test`` finds the test set.
+    ``checkpoint_path`` is a checkpoint file or a run folder (``best.pt`` preferred). The run's splits
+    (``splits_csv``, default: a ``splits.csv`` beside the checkpoint, see ``predict.find_splits``) are logged with
+    it, so that ``evaluate --split test`` finds the test set.
     """
     ckpt = checkpoint_file(checkpoint_path)
     artifacts = {CHECKPOINT_ARTIFACT: str(ckpt)}
-    splits = find_splits(ckpt)
+    splits = Path(splits_csv) if splits_csv is not None else find_splits(ckpt)
     if splits is not None:
         artifacts[SPLITS_ARTIFACT] = str(splits)
     with tempfile.TemporaryDirectory(prefix="guitar_cls_code_") as tmp:
