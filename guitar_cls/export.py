@@ -163,8 +163,16 @@ def export_onnx(
         axes = {"features": {0: "batch", 3: "frames"}, "lengths": {0: "batch"}, output: {0: "batch"}}
     with traceable(model), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about Python values: the parity check is the judge
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, input_names=names,
-                          output_names=[output], dynamic_axes=axes)  # fmt: skip
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=names,
+            output_names=[output],
+            dynamic_axes=axes,
+        )
     model.eval()  # the exporter restores the wrapper's mode, which must stay eval
     proto = onnx.load(str(path))
     props = {

@@ -46,8 +46,16 @@ def test_report_on_known_predictions() -> None:
         ("c.wav", 0, 0.0, 2.5, "general_note", None, None, "NO"),
         ("c.wav", 1, 3.0, 3.2, "dead_note", 50, "PK", "DN"),
     ]
-    keys = ("source_audio", "event_index", "onset_sec", "offset_sec", "label_category", "pitch_midi",
-            "excitation_style", "expression_style")  # fmt: skip
+    keys = (
+        "source_audio",
+        "event_index",
+        "onset_sec",
+        "offset_sec",
+        "label_category",
+        "pitch_midi",
+        "excitation_style",
+        "expression_style",
+    )
     meta = metadata([dict(zip(keys, c)) for c in cases])
     probs = np.array(
         [[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.1, 0.6, 0.3], [0.1, 0.1, 0.8], [0.3, 0.5, 0.2], [np.nan] * 3]
@@ -88,8 +96,17 @@ def test_report_on_known_predictions() -> None:
 
 
 def test_select_split_saved_and_recomputed() -> None:
-    rows = [{"source_audio": f"r{i}.wav", "event_index": j, "onset_sec": j, "offset_sec": j + 0.5,
-             "label_category": LABELS[(i + j) % 3]} for i in range(9) for j in range(3)]  # fmt: skip
+    rows = [
+        {
+            "source_audio": f"r{i}.wav",
+            "event_index": j,
+            "onset_sec": j,
+            "offset_sec": j + 0.5,
+            "label_category": LABELS[(i + j) % 3],
+        }
+        for i in range(9)
+        for j in range(3)
+    ]
     df = metadata(rows)
     in_test = df["source_audio"].isin(["r0.wav", "r4.wav"])
     saved = df[["source_audio", "event_index"]].assign(split=np.where(in_test, "test", "train"))
@@ -111,17 +128,31 @@ def small_set(tmp_path: Path) -> tuple[Path, Path]:
     for r in range(3):
         wave = np.concatenate([note(0.6, f0=110 * (k + 1) + 20 * r, seed=r * 3 + k) for k in range(3)])
         sf.write(tmp_path / "audio" / f"rec{r}.wav", wave, SR)
-        rows += [{"source_audio": f"audio/rec{r}.wav", "event_index": k, "onset_sec": 0.6 * k,
-                  "offset_sec": 0.6 * k + 0.55, "label_category": LABELS[k], "pitch_midi": 40 + 10 * k,
-                  "excitation_style": "PK", "expression_style": ("HA", "DN", "NO")[k]} for k in range(3)]  # fmt: skip
+        rows += [
+            {
+                "source_audio": f"audio/rec{r}.wav",
+                "event_index": k,
+                "onset_sec": 0.6 * k,
+                "offset_sec": 0.6 * k + 0.55,
+                "label_category": LABELS[k],
+                "pitch_midi": 40 + 10 * k,
+                "excitation_style": "PK",
+                "expression_style": ("HA", "DN", "NO")[k],
+            }
+            for k in range(3)
+        ]
     past_the_end = {"source_audio": "audio/rec0.wav", "event_index": 9, "onset_sec": 50.0, "offset_sec": 51.0}
     rows.append({**past_the_end, "label_category": "harmonic"})  # unusable audio
     path = tmp_path / "metadata.csv"
     metadata(rows).to_csv(path, index=False)
     ckpt = tiny_checkpoint(tmp_path / "run" / "checkpoint" / "best.pt")
-    splits = pd.DataFrame({"source_audio": [f"audio/rec{r}.wav" for r in range(3) for _ in range(3)],
-                           "event_index": [k for _ in range(3) for k in range(3)],
-                           "split": ["train"] * 3 + ["val"] * 3 + ["test"] * 3})  # fmt: skip
+    splits = pd.DataFrame(
+        {
+            "source_audio": [f"audio/rec{r}.wav" for r in range(3) for _ in range(3)],
+            "event_index": [k for _ in range(3) for k in range(3)],
+            "split": ["train"] * 3 + ["val"] * 3 + ["test"] * 3,
+        }
+    )
     splits.to_csv(tmp_path / "run" / "splits.csv", index=False)
     return path, ckpt
 
@@ -138,8 +169,11 @@ def test_evaluate_writes_every_output(small_set: tuple[Path, Path], tmp_path: Pa
     predictions = pd.read_csv(tmp_path / "eval" / "predictions.csv", keep_default_na=False)
     assert len(predictions) == 10 and "past the end" in predictions["error"].iloc[9]
     # the probabilities are the Classifier's on the same events
-    expected = clf.classify_files([tmp_path / p for p in predictions["source_audio"][:9]],
-                                  predictions["onset_sec"][:9], predictions["offset_sec"][:9])  # fmt: skip
+    expected = clf.classify_files(
+        [tmp_path / p for p in predictions["source_audio"][:9]],
+        predictions["onset_sec"][:9],
+        predictions["offset_sec"][:9],
+    )
     np.testing.assert_allclose(predictions[list(PROB_COLUMNS)][:9].astype(float), expected, atol=1e-6)
     assert metrics["accuracy"] == pytest.approx(float(np.mean(expected.argmax(1) == np.tile([0, 1, 2], 3))))
 
@@ -173,8 +207,12 @@ def test_failed_evaluation_leaves_previous_output(
 
 @pytest.mark.slow
 def test_evaluate_job_smoke(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "jobs/evaluate.py", "--smoke-test", "--out", str(tmp_path / "e")],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "jobs/evaluate.py", "--smoke-test", "--out", str(tmp_path / "e")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     line = json.loads(done.stdout.strip().splitlines()[-1])
     assert line["n_events"] > 0 and 0 <= line["balanced_accuracy"] <= 1

@@ -59,8 +59,9 @@ def test_padded_batch_gives_each_snippet_its_own_result(clf: Classifier, tmp_pat
 
 
 def test_hpss_frontend_is_refused(tmp_path: Path) -> None:
-    cfg = config_from_dict({"model": {"params": {"base_width": 4, "blocks": [1, 1, 1, 1]}},
-                            "features": {"name": "hpss", "n_mels": 32}})  # fmt: skip
+    cfg = config_from_dict(
+        {"model": {"params": {"base_width": 4, "blocks": [1, 1, 1, 1]}}, "features": {"name": "hpss", "n_mels": 32}}
+    )
     clf = Classifier.from_config(cfg)
     with pytest.raises(ValueError, match="hpss"):
         ex.export_onnx(clf.model, clf.frontend, cfg, tmp_path / "h.onnx", include_frontend=True)
@@ -87,8 +88,9 @@ def test_export_job_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_latency_benchmark_smoke() -> None:
-    done = subprocess.run([sys.executable, "jobs/benchmark.py", "latency", "--smoke-test"],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "jobs/benchmark.py", "latency", "--smoke-test"], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     line = json.loads(done.stdout.strip().splitlines()[-1])
     for key in ("torch_ms", "onnx_ms", "reference_torch_ms", "reference_onnx_ms"):

@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--model is required (or --smoke-test)")
     runs = 5 if args.smoke_test else args.runs
     clf = Classifier.from_config(load_config(None, SMOKE_OVERRIDES)) if args.smoke_test else Classifier.load(args.model)
-    reference = Classifier.from_config(load_config(None, [("model.name", REFERENCE["name"]),
-                                                          ("model.params", REFERENCE["params"])]))  # fmt: skip
+    reference = Classifier.from_config(
+        load_config(None, [("model.name", REFERENCE["name"]), ("model.params", REFERENCE["params"])])
+    )
     with tempfile.TemporaryDirectory(prefix="latency_") as tmp:
         model = measure(clf, seconds=args.seconds, runs=runs, workdir=Path(tmp), tag="model")
         ref = measure(reference, seconds=args.seconds, runs=runs, workdir=Path(tmp), tag="reference")
