@@ -173,7 +173,7 @@ class SweepTracker:
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 self.client.log_metric(self.run_id, prefix + k, float(v))
 
-    def register(self, checkpoint: Path, evaluate: Any) -> dict[str, Any]:
+    def register(self, checkpoint: Path, evaluate: Any, splits_csv: Path | None = None) -> dict[str, Any]:
         """Logs ``checkpoint`` as a pyfunc model under the parent run, registers it and moves ``champion`` to it
         unless the current champion scores higher on the same test rows.
 
@@ -184,7 +184,7 @@ class SweepTracker:
 
         name = self.cfg.logging.registered_model
         with mlflow.start_run(run_id=self.run_id):
-            info = log_pyfunc_model(checkpoint, name="model", registered_model_name=name)
+            info = log_pyfunc_model(checkpoint, name="model", registered_model_name=name, splits_csv=splits_csv)
         version = str(info.registered_model_version)
         score = float(evaluate(f"models:/{name}/{version}"))
         self.client.set_model_version_tag(name, version, "test_balanced_accuracy", f"{score:.6f}")
@@ -195,7 +195,7 @@ class SweepTracker:
         except mlflow.exceptions.MlflowException:
             current = None
         champion_score = None
-        if current is not None and current.version != version:
+        if current is not None and str(current.version) != version:
             champion_score = float(evaluate(f"models:/{name}@{CHAMPION}"))
         takes_alias = champion_score is None or score >= champion_score
         if takes_alias:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from guitar_cls.logs import setup_logging
-from guitar_cls.tune.sweep import run_sweep
+from guitar_cls.tune.sweep import SweepInterrupted, run_sweep
 
 SMOKE_SPACE = "search_spaces/smoke.yaml"
 
@@ -36,8 +37,12 @@ def main() -> None:
     if args.audio_root:
         overrides.append(f"data.audio_root={args.audio_root}")
     setup_logging()
-    summary = run_sweep(args.space or SMOKE_SPACE, overrides=overrides, name=args.name, resume=args.resume,
-                        register=not args.no_register)
+    try:
+        summary = run_sweep(args.space or SMOKE_SPACE, overrides=overrides, name=args.name, resume=args.resume,
+                            register=not args.no_register)
+    except SweepInterrupted as e:
+        print(e, file=sys.stderr)
+        sys.exit(130)
     board = summary.pop("leaderboard")
     print(board.drop(columns=["checkpoint_path"]).to_string(index=False, max_colwidth=40))
     print(json.dumps(summary, default=str))

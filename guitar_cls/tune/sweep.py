@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 BEST_KEY = "best/" + METRIC  # the best validation score a trial reached (its best checkpoint's score)
 
 
+class SweepInterrupted(RuntimeError):
+    """The sweep stopped before its trials finished (e.g. Ctrl-C); ``--resume`` continues it."""
+
+
 @dataclass
 class ResourcePlan:
     """How many trials run at once and what each Train worker reserves and uses."""
@@ -162,6 +166,15 @@ def run_sweep(
         )
     t0 = time.perf_counter()
     results = tuner.fit()
+    # Tune marks a trial's last result done=True when it completes or a scheduler stops it; after Ctrl-C it returns
+    # early with trials that are not done (unless the time budget ran out, which also stops trials).
+    unfinished = [r for r in results if r.error is None and not (r.metrics or {}).get("done")]
+    budget = space.budget.time_budget_s
+    out_of_time = budget is not None and time.perf_counter() - t0 >= 0.98 * budget
+    if unfinished and not out_of_time:  # interrupted: Tune saved its state; register nothing
+        tracker.finish("KILLED")
+        raise SweepInterrupted(f"sweep {name} interrupted with {len(unfinished)} unfinished trials; "
+                               f"rerun with --resume --name {name} to continue")
     board = leaderboard(results)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     board.to_csv(sweep_dir / "leaderboard.csv", index=False)
@@ -179,11 +192,12 @@ def run_sweep(
     tracker.log_metrics({"best_trial/" + BEST_KEY: float(best[BEST_KEY])})
     summary.update(best_trial=str(best["trial_id"]), checkpoint=str(checkpoint), test=test)
     if register:
-        summary["registration"] = tracker.register(checkpoint, lambda uri: pyfunc_balanced_accuracy(uri, data))
+        summary["registration"] = tracker.register(checkpoint, lambda uri: pyfunc_balanced_accuracy(uri, data),
+                                                   splits_csv=sweep_dir / "splits.csv")
     tracker.finish()
     (sweep_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "leaderboard"},
                                                        indent=2, default=str))
     return summary
 
 
-__all__ = ["ResourcePlan", "leaderboard", "pareto_front", "plan_resources", "run_sweep"]
+__all__ = ["ResourcePlan", "SweepInterrupted", "leaderboard", "pareto_front", "plan_resources", "run_sweep"]
