@@ -64,7 +64,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     def report(metrics: dict[str, float], latest: dict[str, Any], best: dict[str, Any] | None) -> None:
         if fail_marker and metrics["epoch"] >= 1 and not os.path.exists(fail_marker):
-            # Dies in epoch 1 before reporting it, so the controller has epoch 0's checkpoint to restore.
+            # Dies in epoch 1 before reporting it, once the controller has committed epoch 0's checkpoint (the
+            # call blocks until every in-flight report is processed).
+            ray.train.get_all_reported_checkpoints(timeout_s=120)
             Path(fail_marker).touch()
             log.warning("fail_marker set: killing this worker in epoch %d", metrics["epoch"])
             os._exit(1)
