@@ -191,6 +191,7 @@ def write_report(
     out_dir = Path(out_dir).resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the renamed folder should look like any other output
     try:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
         predictions.to_csv(tmp / "predictions.csv", index=False)

@@ -179,7 +179,9 @@ def run_sweep(
     sweep_dir.mkdir(parents=True, exist_ok=True)
     board.to_csv(sweep_dir / "leaderboard.csv", index=False)
     tracker.log_artifact(sweep_dir / "leaderboard.csv")
-    summary: dict[str, Any] = {"sweep": name, "wall_s": round(time.perf_counter() - t0, 1), "trials": len(board),
+    summary: dict[str, Any] = {"sweep": name, "space_file": str(Path(space_path).resolve()),
+                               "metadata": str(data.metadata_path), "audio_root": str(data.audio_root),
+                               "wall_s": round(time.perf_counter() - t0, 1), "trials": len(board),
                                "errors": int((board["status"] == "ERROR").sum()), "leaderboard": board}
     finished = board.dropna(subset=[BEST_KEY, "checkpoint_path"])
     if finished.empty:
