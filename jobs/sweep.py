@@ -2,6 +2,7 @@
 
     python jobs/sweep.py --space search_spaces/arch.yaml [--data metadata.csv --audio-root DIR] [--name NAME]
                          [--resume] [--set key=value ...] [--no-register] [--smoke-test]
+                         [--num-samples N] [--time-budget SECONDS]
 
 With RAY_ADDRESS set (as inside `ray job submit`) it joins that cluster.
 """
@@ -27,6 +28,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config")
     parser.add_argument("--no-register", action="store_true", help="do not register the best model")
+    parser.add_argument("--num-samples", type=int, help="number of trials (replaces the space's budget)")
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop starting/running trials after")
     parser.add_argument("--smoke-test", action="store_true", help=f"run {SMOKE_SPACE} (tiny, CPU)")
     args = parser.parse_args()
     if not args.space and not args.smoke_test:
@@ -39,7 +42,8 @@ def main() -> None:
     setup_logging()
     try:
         summary = run_sweep(args.space or SMOKE_SPACE, overrides=overrides, name=args.name, resume=args.resume,
-                            register=not args.no_register)
+                            register=not args.no_register, num_samples=args.num_samples,
+                            time_budget_s=args.time_budget)
     except SweepInterrupted as e:
         print(e, file=sys.stderr)
         sys.exit(130)

@@ -64,7 +64,9 @@ def test_bucket_batches_cover_every_index_once_and_group_similar_lengths():
     def padding(bs):  # fraction of the padded batch tensors that is padding
         return 1 - sum(lengths[b].sum() for b in bs) / sum(len(b) * lengths[b].max() for b in bs)
 
-    assert padding(batches) < 0.15 < 0.35 < padding(np.array_split(rng.permutation(200), 13))
+    random = bucket_batches(lengths, 16, shuffle=True, rng=rng, bucket=False)
+    assert padding(batches) < 0.25 < 0.35 < padding(random)
+    assert padding(bucket_batches(lengths, 16, shuffle=False)) < 0.1  # evaluation: fully sorted
     again = bucket_batches(lengths, 16, shuffle=True, rng=np.random.default_rng(1))
     assert [b.tolist() for b in again] != [b.tolist() for b in batches]
 

@@ -63,21 +63,31 @@ class SnippetSet:
 
 
 def bucket_batches(
-    lengths: np.ndarray, batch_size: int, *, shuffle: bool, rng: np.random.Generator | None = None, bucket: bool = True
+    lengths: np.ndarray,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    rng: np.random.Generator | None = None,
+    bucket: bool = True,
+    pool: int = 4,
 ) -> list[np.ndarray]:
-    """Returns batches of indices; neighbours in length share a batch (with jitter when shuffling)."""
+    """Returns batches of indices grouped by length, so that little padding is computed.
+
+    Without shuffling the whole set is sorted by length. With shuffling it is split into random pools of
+    ``pool * batch_size`` items, each sorted by length and cut into batches: lengths stay close within a batch, while
+    batches keep a mix of classes (a fully sorted order makes class-pure batches, since duration differs by class,
+    and then batch-norm statistics in training stop matching the running statistics used in evaluation).
+    """
     n = len(lengths)
+    if not shuffle:
+        order = np.argsort(lengths, kind="stable") if bucket else np.arange(n)
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    perm = rng.permutation(n)
     if bucket:
-        key = np.log(np.maximum(lengths, 1).astype(np.float64))
-        if shuffle:
-            key = key + rng.uniform(-0.15, 0.15, n)  # jitter so batches differ between epochs
-        order = np.argsort(key, kind="stable")
-    else:
-        order = rng.permutation(n) if shuffle else np.arange(n)
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    if shuffle:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
+        size = max(1, pool) * batch_size
+        perm = np.concatenate([p[np.argsort(lengths[p], kind="stable")] for p in np.split(perm, range(size, n, size))])
+    batches = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def collate(data: SnippetSet, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -4,6 +4,7 @@ MLflow logging from the driver; the best trial registered as the ``champion`` py
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -120,12 +121,21 @@ def run_sweep(
     resume: bool = False,
     register: bool = True,
     loop_extra: dict[str, Any] | None = None,
+    num_samples: int | None = None,
+    time_budget_s: float | None = None,
 ) -> dict[str, Any]:
     """Runs (or resumes) the sweep described by ``space_path`` and returns its summary.
 
-    The summary holds the leaderboard, the best trial's test metrics and the registration outcome.
+    ``num_samples`` and ``time_budget_s`` replace the space file's budget when given. The summary holds the
+    leaderboard, the best trial's test metrics and the registration outcome.
     """
     space: SearchSpace = load_space(space_path)
+    if num_samples is not None or time_budget_s is not None:
+        space.budget = dataclasses.replace(
+            space.budget,
+            num_samples=num_samples if num_samples is not None else space.budget.num_samples,
+            time_budget_s=time_budget_s if time_budget_s is not None else space.budget.time_budget_s,
+        )
     base: Config = load_config(None, [*space.shared_overrides(), *(overrides or [])])
     base = absolute_paths(base)
     name = name or space.name
