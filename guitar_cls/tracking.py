@@ -56,8 +56,9 @@ def configure_mlflow(cfg: Config) -> str:
 def git_commit() -> str:
     """Returns the current git commit of the working tree, or "unknown" (e.g. inside a Ray job's copy)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -106,8 +107,11 @@ class MlflowTrialCallback(tune.Callback):
             run_id = found[0].info.run_id
             client.update_run(run_id, status="RUNNING")
         else:
-            run = client.create_run(self.experiment_id, run_name=str(trial),
-                                    tags={"mlflow.parentRunId": self.parent_run_id, "trial_id": trial.trial_id})
+            run = client.create_run(
+                self.experiment_id,
+                run_name=str(trial),
+                tags={"mlflow.parentRunId": self.parent_run_id, "trial_id": trial.trial_id},
+            )
             run_id = run.info.run_id
             for key, value in _flat_params(trial.config).items():
                 client.log_param(run_id, key, value)
@@ -117,9 +121,14 @@ class MlflowTrialCallback(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         run_id = self._run_id(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        metrics = {k: float(v) for k, v in result.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and "/cm/" not in k
-                   and k not in ("time_this_iter_s", "timestamp", "pid")}
+        metrics = {
+            k: float(v)
+            for k, v in result.items()
+            if isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and "/cm/" not in k
+            and k not in ("time_this_iter_s", "timestamp", "pid")
+        }
         self._client().log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, step) for k, v in metrics.items()])
 
     def _end(self, trial: Any, status: str) -> None:
@@ -200,11 +209,22 @@ class SweepTracker:
         takes_alias = champion_score is None or score >= champion_score
         if takes_alias:
             self.client.set_registered_model_alias(name, CHAMPION, version)
-        log.info("registered %s v%s (test BA %.4f); champion %s%s", name, version, score,
-                 f"v{version}" if takes_alias else f"stays v{current.version}",
-                 "" if champion_score is None else f" (its BA on this test split {champion_score:.4f})")
-        return {"model": name, "version": version, "test_balanced_accuracy": score, "champion": takes_alias,
-                "previous_champion_balanced_accuracy": champion_score, "model_uri": info.model_uri}
+        log.info(
+            "registered %s v%s (test BA %.4f); champion %s%s",
+            name,
+            version,
+            score,
+            f"v{version}" if takes_alias else f"stays v{current.version}",
+            "" if champion_score is None else f" (its BA on this test split {champion_score:.4f})",
+        )
+        return {
+            "model": name,
+            "version": version,
+            "test_balanced_accuracy": score,
+            "champion": takes_alias,
+            "previous_champion_balanced_accuracy": champion_score,
+            "model_uri": info.model_uri,
+        }
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)

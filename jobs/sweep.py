@@ -41,9 +41,15 @@ def main() -> None:
         overrides.append(f"data.audio_root={args.audio_root}")
     setup_logging()
     try:
-        summary = run_sweep(args.space or SMOKE_SPACE, overrides=overrides, name=args.name, resume=args.resume,
-                            register=not args.no_register, num_samples=args.num_samples,
-                            time_budget_s=args.time_budget)
+        summary = run_sweep(
+            args.space or SMOKE_SPACE,
+            overrides=overrides,
+            name=args.name,
+            resume=args.resume,
+            register=not args.no_register,
+            num_samples=args.num_samples,
+            time_budget_s=args.time_budget,
+        )
     except SweepInterrupted as e:
         print(e, file=sys.stderr)
         sys.exit(130)

@@ -24,7 +24,6 @@ def ray_local():
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()

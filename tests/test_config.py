@@ -18,8 +18,15 @@ def test_defaults_are_the_briefs():
 
 
 def test_dotted_overrides_are_parsed_as_yaml_values():
-    cfg = load_config(None, ["training.learning_rate=3e-4", "model.params.blocks=[1, 2, 2, 1]",
-                             "augmentation.mixup.enabled=true", "data.metadata=/x/meta.csv"])
+    cfg = load_config(
+        None,
+        [
+            "training.learning_rate=3e-4",
+            "model.params.blocks=[1, 2, 2, 1]",
+            "augmentation.mixup.enabled=true",
+            "data.metadata=/x/meta.csv",
+        ],
+    )
     assert cfg.training.learning_rate == pytest.approx(3e-4)
     assert cfg.model.params == {"blocks": [1, 2, 2, 1]}
     assert cfg.augmentation.mixup.enabled is True

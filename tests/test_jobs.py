@@ -31,8 +31,14 @@ def _env(tmp: Path) -> dict[str, str]:
 
 
 def _sets(tmp: Path, demo: Path) -> list[str]:
-    return ["--set", f"logging.output_dir={tmp / 'outputs'}", "--set", f"data.demo_dir={demo}",
-            "--set", f"data.cache_dir={tmp / 'cache'}"]
+    return [
+        "--set",
+        f"logging.output_dir={tmp / 'outputs'}",
+        "--set",
+        f"data.demo_dir={demo}",
+        "--set",
+        f"data.cache_dir={tmp / 'cache'}",
+    ]
 
 
 def _last_json(stdout: str) -> dict:
@@ -64,26 +70,38 @@ def test_train_smoke_job_prints_test_metrics_and_a_loadable_checkpoint(tmp_path,
     assert cfg.model.params["base_width"] == 8 and frontend.in_channels == 1
 
 
-def _finished_trials(storage: Path, name: str, epochs: int) -> list[Path]:
+def _finished_trials(storage: Path, name: str) -> list[Path]:
+    """Returns the result.json of every trial Tune's saved experiment state lists as TERMINATED."""
     done = []
-    for result in (storage / name).glob("*/result.json"):
-        lines = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
-        if len(lines) >= epochs:
-            done.append(result)
+    for state_file in (storage / name).glob("experiment_state-*.json"):
+        try:
+            trials = [json.loads(t[0]) for t in json.loads(state_file.read_text())["trial_data"]]
+        except (OSError, ValueError, KeyError):  # being rewritten right now
+            continue
+        for t in trials:
+            if t.get("status") == "TERMINATED":
+                done.append(storage / name / t["relative_logdir"] / "result.json")
     return done
 
 
 def test_sweep_interrupted_then_resumed_keeps_finished_trials_and_registers_a_champion(tmp_path, smoke_demo):
     cmd = [sys.executable, "jobs/sweep.py", "--smoke-test", "--name", "smoke-resume", *_sets(tmp_path, smoke_demo)]
     storage = tmp_path / "outputs" / "ray_results"
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 420
     try:
-        while time.time() < deadline and proc.poll() is None and not _finished_trials(storage, "smoke-resume", 2):
+        while time.time() < deadline and proc.poll() is None and not _finished_trials(storage, "smoke-resume"):
             time.sleep(1)
         assert proc.poll() is None, f"sweep ended before it could be interrupted:\n{proc.stdout.read()[-4000:]}"
-        first = _finished_trials(storage, "smoke-resume", 2)
+        first = _finished_trials(storage, "smoke-resume")
         assert first, "no trial finished in time"
         os.kill(proc.pid, signal.SIGINT)  # Ctrl-C to the driver: Tune saves the experiment state and stops
         proc.wait(timeout=120)
@@ -93,6 +111,7 @@ def test_sweep_interrupted_then_resumed_keeps_finished_trials_and_registers_a_ch
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     finished_before = {p.parent.name: p.read_text() for p in first}
+    assert all(text.count("\n") == 2 for text in finished_before.values())  # 2 epochs each
 
     resumed = _run([*cmd, "--resume"], tmp_path, 600)
     summary = _last_json(resumed.stdout)
@@ -145,15 +164,39 @@ def test_ray_job_submit_runs_the_smoke_sweep_on_a_real_cluster(tmp_path, smoke_d
     ray = str(Path(sys.executable).parent / "ray")
     gcs, dash, agent, metrics = _free_port(), _free_port(), _free_port(), _free_port()
     temp = tempfile.mkdtemp(prefix="rayjob", dir="/tmp")  # short: Ray's socket paths must stay under 107 chars
-    start = [ray, "start", "--head", f"--port={gcs}", "--num-cpus=2", "--include-dashboard=true",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-             # own ports: the defaults (agent 52365) clash with any other Ray instance on the machine
-             f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}",
-             "--disable-usage-stats", f"--temp-dir={temp}"]
+    start = [
+        ray,
+        "start",
+        "--head",
+        f"--port={gcs}",
+        "--num-cpus=2",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
+        # own ports: the defaults (agent 52365) clash with any other Ray instance on the machine
+        f"--dashboard-agent-listen-port={agent}",
+        f"--metrics-export-port={metrics}",
+        "--disable-usage-stats",
+        f"--temp-dir={temp}",
+    ]
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
     try:
-        submit = [ray, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(ROOT), "--",
-                  "python", "jobs/sweep.py", "--smoke-test", "--name", "smoke-job", *_sets(tmp_path, smoke_demo)]
+        submit = [
+            ray,
+            "job",
+            "submit",
+            "--address",
+            f"http://127.0.0.1:{dash}",
+            "--working-dir",
+            str(ROOT),
+            "--",
+            "python",
+            "jobs/sweep.py",
+            "--smoke-test",
+            "--name",
+            "smoke-job",
+            *_sets(tmp_path, smoke_demo),
+        ]
         for _ in range(15):  # the dashboard agent takes a few seconds to accept jobs after `ray start`
             proc = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900)
             if "No available agent" not in proc.stderr:
@@ -167,6 +210,7 @@ def test_ray_job_submit_runs_the_smoke_sweep_on_a_real_cluster(tmp_path, smoke_d
 
     uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
     version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(
-        "guitar-note-classifier", "champion")
+        "guitar-note-classifier", "champion"
+    )
     assert str(version.version) == "1"
     assert float(version.tags["test_balanced_accuracy"]) >= 0.0

@@ -46,11 +46,13 @@ def _toy_set(n: int, seed: int) -> SnippetSet:
 
 
 def _cfg(**training):
-    cfg = config_from_dict({
-        "model": {"name": "resnet", "params": {"base_width": 8, "blocks": [1, 1, 1, 1]}},
-        "features": {"n_mels": 32, "hop_length": 256, "n_fft": 1024},
-        "training": {"epochs": 4, "batch_size": 16, "learning_rate": 3e-3, "use_gpu": False, **training},
-    })
+    cfg = config_from_dict(
+        {
+            "model": {"name": "resnet", "params": {"base_width": 8, "blocks": [1, 1, 1, 1]}},
+            "features": {"n_mels": 32, "hop_length": 256, "n_fft": 1024},
+            "training": {"epochs": 4, "batch_size": 16, "learning_rate": 3e-3, "use_gpu": False, **training},
+        }
+    )
     return cfg
 
 

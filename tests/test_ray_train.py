@@ -13,10 +13,18 @@ pytestmark = pytest.mark.slow
 def test_killed_worker_resumes_from_the_latest_checkpoint(tmp_path, tiny_demo, ray_local):
     from guitar_cls.train.run import train
 
-    cfg = load_config(None, [*SMOKE_OVERRIDES, ("data.metadata", str(tiny_demo)),
-                             ("data.audio_root", str(tiny_demo.parent)), ("training.epochs", 3),
-                             ("training.max_failures", 1), ("logging.output_dir", str(tmp_path / "out")),
-                             ("data.cache_dir", str(tmp_path / "cache"))])
+    cfg = load_config(
+        None,
+        [
+            *SMOKE_OVERRIDES,
+            ("data.metadata", str(tiny_demo)),
+            ("data.audio_root", str(tiny_demo.parent)),
+            ("training.epochs", 3),
+            ("training.max_failures", 1),
+            ("logging.output_dir", str(tmp_path / "out")),
+            ("data.cache_dir", str(tmp_path / "cache")),
+        ],
+    )
     marker = tmp_path / "killed-once"
     summary = train(cfg, name="killed", extra_loop_config={"fail_marker": str(marker)})
     assert marker.exists(), "the worker was never killed"

@@ -338,7 +338,10 @@ def fit(
     device = device or pick_device(tc)
     torch.manual_seed(tc.seed)
     np_rng = np.random.default_rng(tc.seed)
-    steps = math.ceil(math.ceil(len(train) / world) / tc.batch_size)
+    # training.batch_size is the global batch: each of the DDP ranks takes its share, so that the number of optimizer
+    # steps and the samples per gradient (hence the learning-rate schedule) do not change with num_workers.
+    rank_batch = max(1, math.ceil(tc.batch_size / world))
+    steps = math.ceil(math.ceil(len(train) / world) / rank_batch)
     parts = build_parts(cfg, train.class_counts(), steps, device)
     start_epoch, best_metric, best_epoch, since_best = 0, -math.inf, -1, 0
     best_payload: dict[str, Any] | None = None
@@ -362,7 +365,7 @@ def fit(
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.perf_counter()
         shard = train.subset(_shard_indices(len(train), rank, world, np_rng))
-        batches = bucket_batches(shard.lengths, tc.batch_size, shuffle=True, rng=np_rng, bucket=tc.bucket_batches)
+        batches = bucket_batches(shard.lengths, rank_batch, shuffle=True, rng=np_rng, bucket=tc.bucket_batches)
         metrics: dict[str, float] = {"epoch": epoch, "start_epoch": start_epoch}  # start_epoch > 0: resumed
         with _exact_batchnorm_averages(parts.model, enabled=epoch == 0):
             metrics.update(train_one_epoch(parts, shard, cfg, batches, generator))

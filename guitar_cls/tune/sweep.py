@@ -68,11 +68,22 @@ def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     cfg = trial_config(ctx["base"], ctx["space"], params)
     trial_id = tune.get_context().get_trial_id()
     latency = latency_ms(cfg)
-    loop_config = {"cfg": cfg.to_dict(), "cache_path": ctx["cache_path"], "rows": ctx["rows"],
-                   "report_extra": {"latency_ms": latency}, **ctx.get("loop_extra", {})}
-    trainer = make_trainer(cfg, loop_config, name=f"train-{trial_id}", storage_path=ctx["storage_path"],
-                           cpus_per_worker=ctx["cpus_per_worker"], threads_per_worker=ctx["threads_per_worker"],
-                           callbacks=[TuneReportCallback()])
+    loop_config = {
+        "cfg": cfg.to_dict(),
+        "cache_path": ctx["cache_path"],
+        "rows": ctx["rows"],
+        "report_extra": {"latency_ms": latency},
+        **ctx.get("loop_extra", {}),
+    }
+    trainer = make_trainer(
+        cfg,
+        loop_config,
+        name=f"train-{trial_id}",
+        storage_path=ctx["storage_path"],
+        cpus_per_worker=ctx["cpus_per_worker"],
+        threads_per_worker=ctx["threads_per_worker"],
+        callbacks=[TuneReportCallback()],
+    )
     trainer.fit()
 
 
@@ -81,10 +92,15 @@ def leaderboard(results: tune.ResultGrid) -> pd.DataFrame:
     rows = []
     for r in results:
         m = r.metrics or {}
-        row = {"trial_id": m.get("trial_id", ""), "status": "ERROR" if r.error else "TERMINATED",
-               BEST_KEY: m.get(BEST_KEY, np.nan), "last/" + METRIC: m.get(METRIC, np.nan),
-               "epochs": m.get("training_iteration", 0), "latency_ms": m.get("latency_ms", np.nan),
-               "checkpoint_path": m.get("checkpoint_path")}
+        row = {
+            "trial_id": m.get("trial_id", ""),
+            "status": "ERROR" if r.error else "TERMINATED",
+            BEST_KEY: m.get(BEST_KEY, np.nan),
+            "last/" + METRIC: m.get(METRIC, np.nan),
+            "epochs": m.get("training_iteration", 0),
+            "latency_ms": m.get("latency_ms", np.nan),
+            "checkpoint_path": m.get("checkpoint_path"),
+        }
         row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in (r.config or {}).items()})
         rows.append(row)
     return pd.DataFrame(rows).sort_values(BEST_KEY, ascending=False, na_position="last").reset_index(drop=True)
@@ -93,9 +109,15 @@ def leaderboard(results: tune.ResultGrid) -> pd.DataFrame:
 def pareto_front(board: pd.DataFrame) -> pd.DataFrame:
     """Returns the trials no other trial beats on both accuracy (higher) and latency (lower)."""
     ok = board.dropna(subset=[BEST_KEY, "latency_ms"])
-    keep = [i for i, r in ok.iterrows()
-            if not ((ok[BEST_KEY] >= r[BEST_KEY]) & (ok["latency_ms"] <= r["latency_ms"])
-                    & ((ok[BEST_KEY] > r[BEST_KEY]) | (ok["latency_ms"] < r["latency_ms"]))).any()]
+    keep = [
+        i
+        for i, r in ok.iterrows()
+        if not (
+            (ok[BEST_KEY] >= r[BEST_KEY])
+            & (ok["latency_ms"] <= r["latency_ms"])
+            & ((ok[BEST_KEY] > r[BEST_KEY]) | (ok["latency_ms"] < r["latency_ms"]))
+        ).any()
+    ]
     return ok.loc[keep].sort_values("latency_ms")
 
 
@@ -106,9 +128,13 @@ def pyfunc_balanced_accuracy(model_uri: str, data: PreparedData) -> float:
 
     rows = data.rows("test")
     meta = data.metadata.loc[rows]
-    frame = pd.DataFrame({"path": [str(data.audio_root / p) for p in meta["source_audio"]],
-                          "onset_sec": meta["onset_sec"].to_numpy(float),
-                          "offset_sec": meta["offset_sec"].to_numpy(float)})
+    frame = pd.DataFrame(
+        {
+            "path": [str(data.audio_root / p) for p in meta["source_audio"]],
+            "onset_sec": meta["onset_sec"].to_numpy(float),
+            "offset_sec": meta["offset_sec"].to_numpy(float),
+        }
+    )
     pred = mlflow.pyfunc.load_model(model_uri).predict(frame)
     return float(balanced_accuracy_score(meta["label_category"].to_numpy(), pred["label"].to_numpy()))
 
@@ -146,16 +172,35 @@ def run_sweep(
     data = prepare_data(base, sweep_dir)
     from guitar_cls.tracking import SweepTracker
 
-    tracker = SweepTracker(base, sweep_dir, name=name,
-                           tags={"space_file": str(Path(space_path).resolve()), "data_hash": data.fingerprint,
-                                 "sweep": name, "metadata": str(data.metadata_path)})
+    tracker = SweepTracker(
+        base,
+        sweep_dir,
+        name=name,
+        tags={
+            "space_file": str(Path(space_path).resolve()),
+            "data_hash": data.fingerprint,
+            "sweep": name,
+            "metadata": str(data.metadata_path),
+        },
+    )
     plan = plan_resources(base.training.num_workers)
-    ctx = {"base": base.to_dict(), "space": space, "cache_path": str(data.cache.path), "rows": data.loop_rows(),
-           "storage_path": storage, "cpus_per_worker": plan.cpus_per_worker,
-           "threads_per_worker": plan.threads_per_worker, "loop_extra": loop_extra or {}}
+    ctx = {
+        "base": base.to_dict(),
+        "space": space,
+        "cache_path": str(data.cache.path),
+        "rows": data.loop_rows(),
+        "storage_path": storage,
+        "cpus_per_worker": plan.cpus_per_worker,
+        "threads_per_worker": plan.threads_per_worker,
+        "loop_extra": loop_extra or {},
+    }
     trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"CPU": 1})
-    run_config = tune.RunConfig(name=name, storage_path=storage, callbacks=[tracker.callback()],
-                                failure_config=tune.FailureConfig(max_failures=0))
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=storage,
+        callbacks=[tracker.callback()],
+        failure_config=tune.FailureConfig(max_failures=0),
+    )
     if resume and tune.Tuner.can_restore(experiment_path):
         log.info("resuming sweep %s from %s", name, experiment_path)
         tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -168,9 +213,13 @@ def run_sweep(
             trainable,
             param_space=search.param_space,
             tune_config=tune.TuneConfig(
-                search_alg=search.search_alg, scheduler=make_scheduler(space), metric=space.metric, mode=space.mode,
+                search_alg=search.search_alg,
+                scheduler=make_scheduler(space),
+                metric=space.metric,
+                mode=space.mode,
                 num_samples=space.budget.num_samples,
-                max_concurrent_trials=max_concurrent, time_budget_s=space.budget.time_budget_s,
+                max_concurrent_trials=max_concurrent,
+                time_budget_s=space.budget.time_budget_s,
             ),
             run_config=run_config,
         )
@@ -183,16 +232,24 @@ def run_sweep(
     out_of_time = budget is not None and time.perf_counter() - t0 >= 0.98 * budget
     if unfinished and not out_of_time:  # interrupted: Tune saved its state; register nothing
         tracker.finish("KILLED")
-        raise SweepInterrupted(f"sweep {name} interrupted with {len(unfinished)} unfinished trials; "
-                               f"rerun with --resume --name {name} to continue")
+        raise SweepInterrupted(
+            f"sweep {name} interrupted with {len(unfinished)} unfinished trials; "
+            f"rerun with --resume --name {name} to continue"
+        )
     board = leaderboard(results)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     board.to_csv(sweep_dir / "leaderboard.csv", index=False)
     tracker.log_artifact(sweep_dir / "leaderboard.csv")
-    summary: dict[str, Any] = {"sweep": name, "space_file": str(Path(space_path).resolve()),
-                               "metadata": str(data.metadata_path), "audio_root": str(data.audio_root),
-                               "wall_s": round(time.perf_counter() - t0, 1), "trials": len(board),
-                               "errors": int((board["status"] == "ERROR").sum()), "leaderboard": board}
+    summary: dict[str, Any] = {
+        "sweep": name,
+        "space_file": str(Path(space_path).resolve()),
+        "metadata": str(data.metadata_path),
+        "audio_root": str(data.audio_root),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "trials": len(board),
+        "errors": int((board["status"] == "ERROR").sum()),
+        "leaderboard": board,
+    }
     finished = board.dropna(subset=[BEST_KEY, "checkpoint_path"])
     if finished.empty:
         tracker.finish("FAILED")
@@ -204,11 +261,13 @@ def run_sweep(
     tracker.log_metrics({"best_trial/" + BEST_KEY: float(best[BEST_KEY])})
     summary.update(best_trial=str(best["trial_id"]), checkpoint=str(checkpoint), test=test)
     if register:
-        summary["registration"] = tracker.register(checkpoint, lambda uri: pyfunc_balanced_accuracy(uri, data),
-                                                   splits_csv=sweep_dir / "splits.csv")
+        summary["registration"] = tracker.register(
+            checkpoint, lambda uri: pyfunc_balanced_accuracy(uri, data), splits_csv=sweep_dir / "splits.csv"
+        )
     tracker.finish()
-    (sweep_dir / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "leaderboard"},
-                                                       indent=2, default=str))
+    (sweep_dir / "summary.json").write_text(
+        json.dumps({k: v for k, v in summary.items() if k != "leaderboard"}, indent=2, default=str)
+    )
     return summary
 
 
