@@ -50,7 +50,7 @@ def _last_json(stdout: str) -> dict:
 
 def _run(cmd: list[str], tmp: Path, timeout: float) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(tmp), capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, f"{cmd} failed ({proc.returncode}):\n{proc.stderr[-6000:]}\n{proc.stdout[-3000:]}"
     return proc
 
 

@@ -94,7 +94,7 @@ def leaderboard(results: tune.ResultGrid) -> pd.DataFrame:
         m = r.metrics or {}
         row = {
             "trial_id": m.get("trial_id", ""),
-            "status": "ERROR" if r.error else "TERMINATED",
+            "status": "ERROR" if r.error else ("TERMINATED" if m.get("done") else ("NOT_STARTED" if not m else "CUT")),
             BEST_KEY: m.get(BEST_KEY, np.nan),
             "last/" + METRIC: m.get(METRIC, np.nan),
             "epochs": m.get("training_iteration", 0),
