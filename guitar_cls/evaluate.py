@@ -205,18 +205,23 @@ def write_report(
             title=f"{metrics.get('split', '')} (n={metrics['n_events']})",
         )
         plot_reliability(y_true, predictions.loc[usable, list(PROB_COLUMNS)].to_numpy(), tmp / "calibration.png")
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        move_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def move_into_place(tmp: Path, out: Path) -> None:
+    """Replaces the folder ``out`` by the finished folder ``tmp`` (renames; the old one is removed only after)."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def evaluate(

@@ -41,7 +41,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from guitar_cls.config import config_from_dict, load_config
 from guitar_cls.data.schema import LABELS
-from guitar_cls.evaluate import evaluate
+from guitar_cls.evaluate import evaluate, move_into_place
 from guitar_cls.train.loop import METRIC
 from guitar_cls.train.metrics import plot_confusion_matrix
 from guitar_cls.tune.space import SearchSpace, load_space
@@ -1202,17 +1202,6 @@ def _prepare_out(out: Path) -> Path:
     return tmp
 
 
-def _move_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_report(
     name: str,
     out: str | Path,
@@ -1279,7 +1268,7 @@ def build_report(
             top=top,
         )
         (tmp / REPORT).write_text(text)
-        _move_into_place(tmp, out)
+        move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
