@@ -4,11 +4,15 @@ MLflow logging from the driver; the best trial registered as the ``champion`` py
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +62,33 @@ def plan_resources(num_workers: int, resources: dict[str, float] | None = None) 
     concurrent = max(1, cpus // (1 + per_worker * num_workers))
     threads = max(1, cpus // (concurrent * num_workers))
     return ResourcePlan(False, per_worker, threads, concurrent)
+
+
+@contextlib.contextmanager
+def _sigint_watch() -> Iterator[Callable[[], bool]]:
+    """Yields a function telling whether Tune's Ctrl-C handler fired during the block.
+
+    ``Tuner.fit`` installs its own SIGINT handler, which on the first Ctrl-C asks the run to stop, saves the
+    experiment and puts back the handler it found; so finding our sentinel installed again afterwards means the
+    sweep was interrupted (trial states alone do not say: Tune marks the stopped trials TERMINATED).
+    """
+
+    def sentinel(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    watch = threading.current_thread() is threading.main_thread() and not int(
+        os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0")
+    )
+    previous = signal.getsignal(signal.SIGINT) if watch else None
+    if watch:
+        signal.signal(signal.SIGINT, sentinel)
+    fired = {"value": False}
+    try:
+        yield lambda: fired["value"]
+    finally:
+        if watch:
+            fired["value"] = signal.getsignal(signal.SIGINT) is sentinel
+            signal.signal(signal.SIGINT, previous)
 
 
 def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
@@ -224,18 +255,11 @@ def run_sweep(
             run_config=run_config,
         )
     t0 = time.perf_counter()
-    results = tuner.fit()
-    # Tune marks a trial's last result done=True when it completes or a scheduler stops it; after Ctrl-C it returns
-    # early with trials that are not done (unless the time budget ran out, which also stops trials).
-    unfinished = [r for r in results if r.error is None and not (r.metrics or {}).get("done")]
-    budget = space.budget.time_budget_s
-    out_of_time = budget is not None and time.perf_counter() - t0 >= 0.98 * budget
-    if unfinished and not out_of_time:  # interrupted: Tune saved its state; register nothing
+    with _sigint_watch() as interrupted:
+        results = tuner.fit()
+    if interrupted():  # Ctrl-C: Tune saved its state and returned early; register nothing
         tracker.finish("KILLED")
-        raise SweepInterrupted(
-            f"sweep {name} interrupted with {len(unfinished)} unfinished trials; "
-            f"rerun with --resume --name {name} to continue"
-        )
+        raise SweepInterrupted(f"sweep {name} interrupted; rerun with --resume --name {name} to continue")
     board = leaderboard(results)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     board.to_csv(sweep_dir / "leaderboard.csv", index=False)
