@@ -22,10 +22,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from guitar_cls.config import config_from_dict
-from guitar_cls.data.pipeline import cache_dataset, load_cache
+from guitar_cls.data.pipeline import cache_dataset
 from guitar_cls.data.schema import LABEL_TO_INDEX, read_metadata
 from guitar_cls.data.source import resolve_data
-from guitar_cls.train.loop import SnippetSet, bucket_batches, build_parts, train_one_epoch
+from guitar_cls.train.loop import bucket_batches, build_parts, train_one_epoch
+from guitar_cls.train.ray_train import split_sets
 
 
 class BriefSnippets(Dataset):
@@ -108,9 +109,7 @@ def main(argv: list[str]) -> int:
 
     def ours(bucket: bool) -> float:
         t0 = time.perf_counter()
-        frame = load_cache(cache.path)
-        frame = frame[frame["row"].isin(set(sub.index))].sort_values(["row", "window"])
-        data = SnippetSet.from_frame(frame)
+        data = split_sets(str(cache.path), {"bench": list(sub.index)})["bench"]
         torch.manual_seed(0)
         parts = build_parts(cfg, data.class_counts(), 1, torch.device("cpu"))
         batches = bucket_batches(

@@ -19,13 +19,14 @@ import pandas as pd
 import ray
 
 from guitar_cls.config import Config
-from guitar_cls.data.pipeline import CacheResult, cache_dataset, load_cache, metadata_fingerprint
+from guitar_cls.data.pipeline import CacheResult, cache_dataset, metadata_fingerprint
 from guitar_cls.data.schema import MetadataError, read_metadata, validate_metadata
 from guitar_cls.data.source import resolve_data
 from guitar_cls.data.splits import make_splits, save_splits
 from guitar_cls.train.checkpoint import BEST, load_model
 from guitar_cls.train.loop import SnippetSet, predict_proba
 from guitar_cls.train.metrics import classification_metrics
+from guitar_cls.train.ray_train import make_trainer, split_sets
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,7 @@ class PreparedData:
         return {name: self.rows(name) for name in ("train", "val", "test")}
 
     def snippet_set(self, split: str) -> SnippetSet:
-        frame = load_cache(self.cache.path)
-        part = frame[frame["row"].isin(self.rows(split))].sort_values(["row", "window"])
-        return SnippetSet.from_frame(part)
+        return split_sets(str(self.cache.path), {split: self.rows(split)})[split]
 
 
 def prepare_data(cfg: Config, out_dir: Path) -> PreparedData:
@@ -124,8 +123,6 @@ def test_metrics(checkpoint: Path, data: SnippetSet) -> dict[str, Any]:
 
 def train(cfg: Config, name: str | None = None, extra_loop_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Trains one configuration with Ray Train and returns test metrics plus the best checkpoint path."""
-    from guitar_cls.train.ray_train import make_trainer
-
     cfg = absolute_paths(cfg)
     name = name or time.strftime("train-%Y%m%d-%H%M%S")
     out_dir = Path(cfg.logging.output_dir) / "runs" / name
