@@ -403,7 +403,13 @@ def _room(x: np.ndarray, g: Guitar, rng: np.random.Generator) -> np.ndarray:
 
 
 def _render_recording(
-    index: int, kind: str, g: Guitar, seed: np.random.SeedSequence, audio_dir: Path, ann_dir: Path
+    index: int,
+    kind: str,
+    g: Guitar,
+    seed: np.random.SeedSequence,
+    audio_dir: Path,
+    ann_dir: Path,
+    exact_onsets: bool = False,
 ) -> None:
     """Renders one recording to ``audio_dir`` and writes its annotation to ``ann_dir``."""
     rng = np.random.default_rng(seed)
@@ -433,6 +439,8 @@ def _render_recording(
         early = rng.uniform(0.02, 0.06) if rng.random() < 0.25 else 0.0
         onset = max(0.0, note.onset - early + float(np.clip(rng.normal(-0.005, 0.008), -0.03, 0.02)))
         offset = note.onset + note.duration + float(np.clip(rng.normal(0.0, 0.012), -0.02, 0.04))
+        if exact_onsets:  # the played times (for scoring segmentation), not an annotator's
+            onset, offset = note.onset, note.onset + note.duration
         offset = max(offset, onset + 0.02)
         events.append(
             {
@@ -457,7 +465,9 @@ def _render_recording(
     write_idmt_xml(ann_dir / f"{name}.xml", f"{name}.wav", events, params)
 
 
-def make_demo_dataset(out_dir: str | Path, n_recordings: int = 96, seed: int = 0) -> Path:
+def make_demo_dataset(
+    out_dir: str | Path, n_recordings: int = 96, seed: int = 0, *, exact_onsets: bool = False
+) -> Path:
     """Writes a synthetic IDMT-like data set under ``out_dir`` and returns its ``metadata.csv``.
 
     Layout: ``out_dir/dataset2/{audio,annotation}`` (44.1 kHz mono 16-bit WAV + XML) and ``out_dir/metadata.csv``
@@ -477,7 +487,7 @@ def make_demo_dataset(out_dir: str | Path, n_recordings: int = 96, seed: int = 0
     order = plan_rng.permutation(n_recordings)
     seeds = root.spawn(n_recordings + 1)[1:]
     for i, j in enumerate(order):
-        _render_recording(i, kinds[j], guitars[j], seeds[i], audio_dir, ann_dir)
+        _render_recording(i, kinds[j], guitars[j], seeds[i], audio_dir, ann_dir, exact_onsets)
     result = ingest_idmt(out_dir)
     if result.problems:
         raise RuntimeError("the demo annotations do not ingest cleanly:\n" + "\n".join(result.problems))
