@@ -13,6 +13,7 @@ COMMANDS = {
     "featurize": "guitar_cls.benchmarks.featurize",
     "train": "guitar_cls.benchmarks.train",
     "latency": "guitar_cls.benchmarks.latency",
+    "segmentation": "guitar_cls.benchmarks.segmentation",
 }
 
 
