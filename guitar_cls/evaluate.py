@@ -11,15 +11,14 @@ preprocessing, see ``predict.Classifier``) and writes into ``out_dir``:
   bucket, pitch range, excitation style and expression style).
 
 The files are written to a temporary folder beside ``out_dir`` and moved into place at the end, so a failed run
-leaves no half-written ``out_dir``.
+leaves no half-written ``out_dir``. An existing ``out_dir`` is replaced only when it is a previous evaluation (or
+with ``overwrite``); files in it that we did not write are kept (``guitar_cls.outputs``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import pandas as pd
 
 from guitar_cls.data.schema import LABEL_TO_INDEX, LABELS, read_metadata
 from guitar_cls.data.splits import make_splits
+from guitar_cls.outputs import check_output_folder, staged_output
 from guitar_cls.predict import PROB_COLUMNS, Classifier
 from guitar_cls.train.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
 
@@ -38,6 +38,7 @@ DURATION_EDGES = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, np.inf)  # seconds
 PITCH_EDGES = (-np.inf, 40, 48, 60, 72, np.inf)  # MIDI: below the low E string, E2-B2, C3-B3, C4-B4, C5 and up
 PITCH_NAMES = ("<E2 (<40)", "E2-B2 (40-47)", "C3-B3 (48-59)", "C4-B4 (60-71)", "C5+ (72+)")
 BREAKDOWN_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+EVALUATION = "evaluation"  # the output kind in the folder's marker (guitar_cls.outputs)
 META_COLUMNS = (
     "source_audio",
     "event_index",
@@ -186,13 +187,16 @@ def write_report(
     predictions: pd.DataFrame,
     errors: pd.DataFrame,
     breakdown: pd.DataFrame,
+    *,
+    overwrite: bool = False,
 ) -> Path:
-    """Writes every output file into ``out_dir`` atomically (temporary folder, then renamed) and returns it."""
-    out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the renamed folder should look like any other output
-    try:
+    """Writes every output file into ``out_dir`` (temporary folder, then moved into place) and returns it.
+
+    ``out_dir`` may be new, empty or a previous evaluation; any other folder needs ``overwrite`` (see
+    ``guitar_cls.outputs``: files that are not ours are never deleted).
+    """
+    out_dir = Path(out_dir).expanduser().resolve()
+    with staged_output(out_dir, EVALUATION, overwrite=overwrite) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
         predictions.to_csv(tmp / "predictions.csv", index=False)
         errors.to_csv(tmp / "errors.csv", index=False)
@@ -205,23 +209,7 @@ def write_report(
             title=f"{metrics.get('split', '')} (n={metrics['n_events']})",
         )
         plot_reliability(y_true, predictions.loc[usable, list(PROB_COLUMNS)].to_numpy(), tmp / "calibration.png")
-        move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
-
-
-def move_into_place(tmp: Path, out: Path) -> None:
-    """Replaces the folder ``out`` by the finished folder ``tmp`` (renames; the old one is removed only after)."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def evaluate(
@@ -233,6 +221,7 @@ def evaluate(
     split: str | None = None,
     splits_csv: str | Path | None = None,
     n_examples: int = 20,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluates a model (checkpoint, ``models:/`` URI or Classifier) on a metadata table; returns the metrics.
 
@@ -240,7 +229,9 @@ def evaluate(
         split: ``all`` (default without ``splits_csv``) or ``train``/``val``/``test`` (default ``test`` with
             ``splits_csv``). A named split uses ``splits_csv``, else the splits saved with the model, else splits
             recomputed with the model config's split settings.
+        overwrite: write into an ``out_dir`` that is not a previous evaluation (only our files are replaced).
     """
+    check_output_folder(Path(out_dir).expanduser().resolve(), EVALUATION, overwrite=overwrite)  # before any work
     clf = source if isinstance(source, Classifier) else Classifier.load(source)
     split = split or ("test" if splits_csv else "all")
     df = read_metadata(metadata)
@@ -261,6 +252,6 @@ def evaluate(
     probs = clf.classify_windows(windows)
     metrics, predictions, error_rows, breakdown = evaluation_report(meta, probs, errors, n_examples)
     metrics = {"model": str(clf.source), "metadata": str(Path(metadata).resolve()), "split": split, **metrics}
-    write_report(out_dir, metrics, predictions, error_rows, breakdown)
+    write_report(out_dir, metrics, predictions, error_rows, breakdown, overwrite=overwrite)
     log.info("balanced accuracy %.4f on %d events -> %s", metrics["balanced_accuracy"], metrics["n_events"], out_dir)
     return metrics

@@ -15,7 +15,9 @@ shows ``training.early_stopping_patience`` epochs without improvement, ``asha`` 
 (``grace_period * reduction_factor**k``), else ``stopped`` (the time budget ran out). A trial cut by the time budget
 exactly at a rung reads as ``asha``: the files do not tell the two apart.
 
-The report is written to a temporary folder beside ``out`` and moved into place at the end.
+The report is written to a temporary folder beside ``out`` and moved into place at the end; an existing ``out`` is
+replaced only when it is a previous report (or with ``overwrite``), and files in it that we did not write are kept
+(``guitar_cls.outputs``).
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +41,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from guitar_cls.config import config_from_dict, load_config
 from guitar_cls.data.schema import LABELS
-from guitar_cls.evaluate import evaluate, move_into_place
+from guitar_cls.evaluate import evaluate
+from guitar_cls.outputs import staged_output
 from guitar_cls.train.loop import METRIC
 from guitar_cls.train.metrics import plot_confusion_matrix
 from guitar_cls.tune.space import SearchSpace, load_space
@@ -50,6 +51,7 @@ from guitar_cls.tune.sweep import BEST_KEY, pareto_front
 log = logging.getLogger(__name__)
 
 REPORT = "report.md"
+REPORT_KIND = "sweep report"  # the output kind in the folder's marker (guitar_cls.outputs)
 LOSS = "train/loss"
 # Columns of leaderboard.csv that are not trial params (the rest are the Tune trial config).
 BOARD_COLUMNS = ("trial_id", "status", BEST_KEY, "last/" + METRIC, "epochs", "latency_ms", "checkpoint_path")
@@ -696,16 +698,7 @@ def champion_evaluation(
     ``out_dir`` (metrics.json, confusion_matrix.png, errors.csv, breakdown.csv...)."""
     checkpoint, meta, root, splits = champion_inputs(sweep, metadata, audio_root)
     log.info("evaluating the champion %s on the test split of %s", checkpoint, meta)
-    metrics = evaluate(checkpoint, meta, root, out_dir, split="test", splits_csv=splits)
-    _make_public(out_dir)  # evaluate's folder comes from mkdtemp (private)
-    return metrics
-
-
-def _make_public(path: Path) -> None:
-    """Gives a mkdtemp folder the permissions of an ordinary one (0777 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o777 & ~umask)
+    return evaluate(checkpoint, meta, root, out_dir, split="test", splits_csv=splits)
 
 
 def quality_bars(metrics: dict[str, Any] | None, latency_ms: float | None) -> list[dict[str, Any]]:
@@ -1192,16 +1185,6 @@ def render_markdown(
 # ---------------------------------------------------------------------------------------------------- the report
 
 
-def _prepare_out(out: Path) -> Path:
-    """Returns a fresh temporary folder beside ``out``; refuses to later replace a folder that is not a report."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT).is_file())):
-        raise ReportError(f"{out} exists and is not a sweep report: choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    _make_public(tmp)
-    return tmp
-
-
 def build_report(
     name: str,
     out: str | Path,
@@ -1213,6 +1196,7 @@ def build_report(
     metadata: str | Path | None = None,
     audio_root: str | Path | None = None,
     top: int = 10,
+    overwrite: bool = False,
 ) -> SweepReport:
     """Writes the report of sweep ``name`` (``report.md`` + figures) into ``out`` and returns what it holds.
 
@@ -1221,13 +1205,14 @@ def build_report(
             ``out/evaluation``; without it the champion section uses summary.json's test metrics.
         metadata, audio_root: the data to evaluate on when summary.json and MLflow do not record them.
         top: leaderboard rows shown.
+        overwrite: write into an ``out`` that is not a previous report (only our files are replaced; files that
+            are not ours are never deleted, see ``guitar_cls.outputs``).
     """
     sweep = load_sweep(name, output_dir, storage=storage, space=space)
     out = Path(out).expanduser().resolve()
     if evaluate_champion:
         champion_inputs(sweep, metadata, audio_root)  # fail before any work when the data is unknown
-    tmp = _prepare_out(out)
-    try:
+    with staged_output(out, REPORT_KIND, overwrite=overwrite) as tmp:  # refuses a folder that is not ours first
         figures: dict[str, str] = {}
         eval_dir = None
         metrics = sweep.summary.get("test")
@@ -1268,10 +1253,6 @@ def build_report(
             top=top,
         )
         (tmp / REPORT).write_text(text)
-        move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("sweep report for %s -> %s", name, out / REPORT)
     return SweepReport(out / REPORT, sweep, front, importance, metrics, bars, advice, list(figures.values()))
 

@@ -16,9 +16,18 @@ from test_predict import SR, note, tiny_checkpoint
 from guitar_cls import evaluate as ev
 from guitar_cls.data.schema import COLUMNS, FLAG_COLUMNS, LABELS
 from guitar_cls.data.splits import make_splits
+from guitar_cls.outputs import MARKER, OutputFolderError
 from guitar_cls.predict import PROB_COLUMNS, Classifier
 
-OUTPUTS = {"metrics.json", "confusion_matrix.png", "calibration.png", "predictions.csv", "errors.csv", "breakdown.csv"}
+OUTPUTS = {
+    "metrics.json",
+    "confusion_matrix.png",
+    "calibration.png",
+    "predictions.csv",
+    "errors.csv",
+    "breakdown.csv",
+    MARKER,
+}
 
 
 def metadata(rows: list[dict]) -> pd.DataFrame:
@@ -189,8 +198,8 @@ def test_failed_evaluation_leaves_previous_output(
     meta_path, ckpt = small_set
     clf = Classifier.load(ckpt)
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "marker").write_text("previous run")
+    ev.evaluate(clf, meta_path, tmp_path, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def broken(*args: object, **kw: object) -> None:
         raise RuntimeError("disk full")
@@ -198,11 +207,30 @@ def test_failed_evaluation_leaves_previous_output(
     monkeypatch.setattr(ev, "plot_reliability", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         ev.evaluate(clf, meta_path, tmp_path, out)
-    assert [p.name for p in out.iterdir()] == ["marker"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp folder left behind
     with pytest.raises(RuntimeError):
         ev.evaluate(clf, meta_path, tmp_path, tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists()
+
+
+def test_out_that_is_not_an_evaluation_is_refused_and_user_files_survive(
+    small_set: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Issue 10.1: ``--out`` on a folder holding a notes file used to delete it."""
+    meta_path, ckpt = small_set
+    clf = Classifier.load(ckpt)
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputFolderError, match="--overwrite"):
+        ev.evaluate(clf, meta_path, tmp_path, out)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    ev.evaluate(clf, meta_path, tmp_path, out, overwrite=True)  # our files beside the user's
+    assert {p.name for p in out.iterdir()} == OUTPUTS | {"notes.txt"}
+    ev.evaluate(clf, meta_path, tmp_path, out, split="test")  # now a previous evaluation: replaced, notes kept
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert len(pd.read_csv(out / "predictions.csv")) == 3
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from guitar_cls import report as rp
+from guitar_cls.outputs import MARKER, OutputFolderError
 from guitar_cls.tune.sweep import BEST_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -317,9 +318,11 @@ def test_refuses_to_replace_a_folder_that_is_not_a_report(tmp_path: Path) -> Non
     out = write_sweep(tmp_path)
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "notes.txt").write_text("keep me")
-    with pytest.raises(rp.ReportError, match="is not a sweep report"):
+    with pytest.raises(OutputFolderError, match="precious is not empty and is not a previous sweep report"):
         rp.build_report("fake", tmp_path / "precious", output_dir=out, evaluate_champion=False)
-    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+    assert [p.name for p in (tmp_path / "precious").iterdir()] == ["notes.txt"]
+    forced = rp.build_report("fake", tmp_path / "precious", output_dir=out, evaluate_champion=False, overwrite=True)
+    assert forced.path.is_file() and (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
     first = rp.build_report("fake", tmp_path / "report", output_dir=out, evaluate_champion=False)
     again = rp.build_report("fake", tmp_path / "report", output_dir=out, evaluate_champion=False, top=2)
     assert first.path == again.path and "top 2 of 4" in again.path.read_text()  # a report is replaced
@@ -347,6 +350,8 @@ def test_champion_evaluation_on_the_test_split(tmp_path: Path, tiny_demo: Path) 
     text = report.path.read_text()
     assert "![confusion matrix](evaluation/confusion_matrix.png)" in text
     assert (eval_dir / "confusion_matrix.png").stat().st_size > 1000
+    marker = json.loads((tmp_path / "report" / MARKER).read_text())  # the evaluation's files count as the report's
+    assert marker["kind"] == rp.REPORT_KIND and {"report.md", "evaluation/metrics.json"} <= set(marker["files"])
     champion = section(text, "Champion on the test split")
     assert "| harmonic |" in champion and "breakdown.csv" in champion
     assert ("Most confident mistakes" in champion) == (saved["accuracy"] < 1.0)
