@@ -7,6 +7,7 @@ key (``training.learning_rate``). The package default lives in ``guitar_cls/defa
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -193,6 +194,7 @@ def _check_value(key: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) 
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        _reject_non_finite(key, value)
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
@@ -204,6 +206,8 @@ def _check_value(key: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) 
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):  # NaN passes every range check (all comparisons are false)
+            raise ConfigError(f"{key}: {value!r} is not a finite number")
     elif tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -214,6 +218,16 @@ def _check_value(key: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) 
     if choices and value not in choices:
         raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
     return value
+
+
+def _reject_non_finite(key: str, value: Any) -> None:
+    """Raises ConfigError naming the dotted key of the first NaN/inf float inside a mapping or list
+    (``model.params.dropout``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: {value!r} is not a finite number")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        _reject_non_finite(f"{key}.{k}" if isinstance(value, dict) else f"{key}[{k}]", v)
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
