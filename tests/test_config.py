@@ -70,3 +70,28 @@ def test_file_errors_name_the_file_and_key(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("training.learning_rate=nan", "training.learning_rate"),
+        ("data.max_duration=.nan", "data.max_duration"),
+        ("training.momentum=nan", "training.momentum"),
+        ("training.weight_decay=inf", "training.weight_decay"),
+        ("augmentation.gain.min_db=-.inf", "augmentation.gain.min_db"),
+        ("model.params.dropout=nan", "model.params.dropout"),
+        ("model.params.widths=[16, .inf]", r"model.params.widths\[1\]"),
+    ],
+)
+def test_non_finite_numbers_are_rejected_by_key(override, key):
+    """NaN passes every range check (each comparison is false), so it is refused as such (issue 10.8)."""
+    with pytest.raises(ConfigError, match=rf"^{key}: (nan|inf|-inf) is not a finite number"):
+        load_config(None, [override])
+
+
+def test_non_finite_numbers_in_a_file_name_the_file_and_key(tmp_path):
+    path = tmp_path / "nan.yaml"
+    path.write_text("data:\n  min_duration: .nan\n")
+    with pytest.raises(ConfigError, match=r"nan.yaml: data.min_duration: nan is not a finite number"):
+        load_config(path)
