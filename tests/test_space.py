@@ -102,14 +102,15 @@ def test_shipped_spaces_are_the_four() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_shipped_model_params_are_accepted_by_their_builders(path: Path) -> None:
-    """Every model kwarg a trial can get is a parameter of that model's builder (families not yet registered skip)."""
-    models = pytest.importorskip("guitar_cls.models")
+    """Every family a shipped space can pick is registered, and every model kwarg a trial can get is a parameter of
+    that family's builder."""
+    from guitar_cls.models import list_models, model_params
+
     space = load_space(path)
     names = space.params["model.name"].choices if "model.name" in space.params else (space.fixed["model.name"],)
     for name in names:
-        if name not in models.list_models():
-            continue
-        accepted = set(models.model_params(name))
+        assert name in list_models(), f"{path.name}: unknown model family {name!r}"
+        accepted = set(model_params(name))
         kwargs = {k.split(".")[-1] for k in space.fixed if k.startswith("model.params.")}
         kwargs |= {
             p.key.split(".")[-1]
@@ -255,6 +256,26 @@ BAD = {
         "search.points_to_evaluate[0].model.params.width_mult",
     ),
     "grid with conditions": (with_changes(search={"algorithm": "grid"}), "params.model.params.blocks.when"),
+    "unknown model family": (
+        with_changes(params={**MINIMAL["params"], "model.name": {"choice": ["resnet", "mobilenet_v3_smal"]}}),
+        "params.model.name.choice",
+    ),
+    "unknown fixed model family": (
+        with_changes(fixed={"model.name": "resnet18"}, params={"training.learning_rate": {"loguniform": [1e-4, 1e-3]}}),
+        "fixed.model.name",
+    ),
+    "model kwarg the family lacks": (
+        with_changes(params={**MINIMAL["params"], "model.params.widht_mult": {"uniform": [0.5, 1.0]}}),
+        "params.model.params.widht_mult",
+    ),
+    "name escaping outputs": (with_changes(name="../../x"), "name"),
+    "absolute name": (with_changes(name="/tmp/x"), "name"),
+    "dot-dot name": (with_changes(name=".."), "name"),
+    "zero samples": (with_changes(budget={"num_samples": 0, "max_epochs": 6}), "budget.num_samples"),
+    "zero time budget": (
+        with_changes(budget={"num_samples": 2, "max_epochs": 6, "time_budget_s": 0}),
+        "budget.time_budget_s",
+    ),
 }
 
 
@@ -267,6 +288,79 @@ def test_bad_space_names_file_and_key(tmp_path: Path, case: str) -> None:
     msg = str(err.value)
     assert msg.startswith(f"{path}: "), msg
     assert f": {key}:" in msg, msg
+
+
+DUPLICATED = """\
+metric: val/balanced_accuracy
+mode: max
+budget: {num_samples: 4, max_epochs: 6}
+params:
+  model.name: {choice: [resnet, mobilenet_v3_small]}
+  model.params.width_mult: {uniform: [0.5, 1.0], when: {model.name: mobilenet_v3_small}}
+  training.learning_rate: {loguniform: [1.0e-4, 1.0e-3]}
+  model.params.width_mult: {uniform: [0.25, 0.5], when: {model.name: mobilenet_v3_small}}
+"""
+
+
+def test_duplicate_keys_are_refused_naming_file_key_and_lines(tmp_path: Path) -> None:
+    """PyYAML keeps the last of two equal keys silently: one per-family conditional would be lost (issue 10.9)."""
+    path = tmp_path / "dup.yaml"
+    path.write_text(DUPLICATED)
+    with pytest.raises(SpaceError, match=rf"^{path}: params.model.params.width_mult: duplicate key on line 8 "):
+        load_space(path)
+    path.write_text(DUPLICATED.replace("mode: max\n", "mode: max\nmode: min\n"))
+    with pytest.raises(SpaceError, match=rf"^{path}: mode: duplicate key on line 3 \(first on line 2\)"):
+        load_space(path)
+    nested = "points_to_evaluate:\n    - {training.learning_rate: 1.0e-4, training.learning_rate: 2.0e-4}\n"
+    path.write_text(DUPLICATED.replace("params:\n", f"search:\n  {nested}params:\n"))
+    with pytest.raises(SpaceError, match=r"search.points_to_evaluate\[0\].training.learning_rate: duplicate key"):
+        load_space(path)
+    # a YAML merge key is overriding by design, not a duplicate
+    merged = DUPLICATED.replace(
+        "  training.learning_rate: {loguniform: [1.0e-4, 1.0e-3]}\n",
+        "  training.learning_rate: &lr {loguniform: [1.0e-4, 1.0e-3]}\n"
+        "  training.weight_decay: {<<: *lr, loguniform: [1.0e-5, 1.0e-3]}\n",
+    ).replace("  model.params.width_mult: {uniform: [0.25, 0.5]", "  model.params.dropout: {uniform: [0.1, 0.3]")
+    path.write_text(merged)
+    space = load_space(path)
+    assert space.params["training.weight_decay"].low == 1e-5 and "model.params.dropout" in space.params
+
+
+def test_name_from_a_file_name_must_be_a_plain_folder_name(tmp_path: Path) -> None:
+    path = write(tmp_path, with_changes(), "my space.yaml")
+    with pytest.raises(SpaceError, match=r"my space.yaml: name \(from the file name\): 'my space' is not a plain"):
+        load_space(path)
+
+
+@pytest.mark.parametrize(
+    ("num_samples", "time_budget_s", "key"),
+    [
+        (0, None, "budget.num_samples"),
+        (-1, None, "budget.num_samples"),
+        (None, 0, "budget.time_budget_s"),
+        (None, -5.0, "budget.time_budget_s"),
+    ],
+)
+def test_budget_overrides_are_checked_before_any_trial(
+    tmp_path: Path, num_samples: int | None, time_budget_s: float | None, key: str
+) -> None:
+    """``--num-samples 0/-1`` and ``--time-budget 0`` used to reach Tune unchecked (issue 10.9)."""
+    from guitar_cls.tune.sweep import run_sweep
+
+    path = write(tmp_path, MINIMAL, "mini.yaml")
+    space = load_space(path)
+    with pytest.raises(SpaceError, match=rf"^{path}: {key} \(--"):
+        space.with_budget(num_samples, time_budget_s)
+    with pytest.raises(SpaceError, match=rf"^{path}: {key} \(--"):  # fails before Ray or any data work
+        run_sweep(path, num_samples=num_samples, time_budget_s=time_budget_s, name="never-run")
+    assert space.with_budget(3, 60).budget.num_samples == 3 and space.budget.num_samples == 4
+
+
+def test_run_sweep_refuses_a_name_outside_outputs(tmp_path: Path) -> None:
+    from guitar_cls.tune.sweep import run_sweep
+
+    with pytest.raises(SpaceError, match=r"--name: '../escape' is not a plain folder name"):
+        run_sweep(write(tmp_path, MINIMAL, "mini.yaml"), name="../escape")
 
 
 def test_space_error_is_a_value_error_and_covers_missing_and_broken_files(tmp_path: Path) -> None:

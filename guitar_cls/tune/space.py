@@ -4,6 +4,11 @@ The schema is documented in ``search_spaces/README.md``. Everything is checked w
 trial starts; a ``SpaceError`` names the file and the key (``search_spaces/arch.yaml: params.model.params.blocks.when:
 ...``). Parameter names are dotted config keys (``training.learning_rate``), never ``/`` (Ray would nest those).
 
+The file is read with ``yaml.safe_load`` after a check that no mapping repeats a key (PyYAML would silently keep the
+last one, and per-family conditionals are naturally written that way). ``name`` must be a plain folder name (the
+sweep writes under ``outputs/sweeps/<name>``), and every model family must be registered (``models.list_models``)
+with every ``model.params`` key accepted by its builder.
+
 Optuna's categorical distribution holds scalars only, so list- and mapping-valued choices (``blocks: [1, 1, 1, 1]``)
 travel through the searcher as JSON strings; ``trial_overrides`` decodes them again.
 """
@@ -45,6 +50,10 @@ _SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor"), "fifo":
 _BUDGET_KEYS = ("num_samples", "max_epochs", "time_budget_s", "max_concurrent_trials")
 _KEY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _METRIC_RE = re.compile(r"^[A-Za-z_]\w*/[A-Za-z_][\w/]*$")
+# A sweep name is one folder under outputs/sweeps and the Ray storage: no separators, no leading dot, no "..".
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_MODEL_KEY = "model.name"
+_MODEL_PARAMS = "model.params."
 # Keys owned by other parts of the schema: the epoch count is the budget's, data settings are shared by every trial
 # (the waveform cache is built once per sweep).
 _EPOCHS_KEY = "training.epochs"
@@ -160,6 +169,27 @@ class SearchSpace:
         """Returns the constant entries every trial config carries (``training.epochs``)."""
         return {_EPOCHS_KEY: self.budget.max_epochs}
 
+    def with_budget(self, num_samples: int | None = None, time_budget_s: float | None = None) -> SearchSpace:
+        """Returns a copy whose budget uses the given values (``--num-samples``, ``--time-budget``) where not None.
+
+        Raises SpaceError naming the file and key for a count below 1 or a time budget that is not positive.
+        """
+
+        def fail(where: str, msg: str) -> SpaceError:
+            return SpaceError(f"{self.source}: {where}: {msg}")
+
+        budget = copy.copy(self.budget)
+        if num_samples is not None:
+            budget.num_samples = _int(num_samples, "budget.num_samples (--num-samples)", fail, lo=1)
+        if time_budget_s is not None:
+            t = _number(time_budget_s, "budget.time_budget_s (--time-budget)", fail)
+            if t <= 0:
+                raise fail("budget.time_budget_s (--time-budget)", f"must be positive, got {t}")
+            budget.time_budget_s = float(t)
+        out = copy.copy(self)
+        out.budget = budget
+        return out
+
 
 @dataclass
 class SearchPlan:
@@ -202,12 +232,50 @@ def load_space(path: str | Path) -> SearchSpace:
     path = Path(path)
     if not path.exists():
         raise SpaceError(f"{path}: search-space file not found")
+    text = path.read_text()
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
+        duplicate = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise SpaceError(f"{path}: not valid YAML: {e}") from None
+    if duplicate is not None:
+        where, line, first = duplicate
+        raise SpaceError(f"{path}: {where}: duplicate key on line {line} (first on line {first}); YAML keeps only one")
     return space_from_dict(data, source=str(path), default_name=path.stem)
+
+
+def _duplicate_key(node: yaml.Node | None, prefix: str = "") -> tuple[str, int, int] | None:
+    """Returns (dotted key, line, line of its first occurrence) of the first mapping key repeated in a composed YAML
+    document, or None. Merge keys (``<<``) are YAML's own overriding and are not counted."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            where = f"{prefix}.{key}" if prefix and key is not None else (key or prefix)
+            if key is not None and key_node.tag != "tag:yaml.org,2002:merge":
+                if key in seen:
+                    return where, key_node.start_mark.line + 1, seen[key]
+                seen[key] = key_node.start_mark.line + 1
+            found = _duplicate_key(value_node, where)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{prefix}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def check_sweep_name(name: Any, where: str = "name") -> str:
+    """Returns ``name`` if it is a plain folder name (letters, digits, ``_.-``, at most 100, no leading dot), the
+    sweep's folder under ``outputs/sweeps`` and the Ray storage; raises SpaceError naming ``where`` otherwise."""
+    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+        raise SpaceError(
+            f"{where}: {name!r} is not a plain folder name (letters, digits, '_', '.', '-'; no '/' or '..'): the "
+            "sweep would write outside outputs/sweeps"
+        )
+    return name
 
 
 def space_from_dict(data: Any, source: str = "<space>", default_name: str = "sweep") -> SearchSpace:
@@ -221,8 +289,10 @@ def space_from_dict(data: Any, source: str = "<space>", default_name: str = "swe
     _no_unknown(data, _TOP_KEYS, "", fail)
 
     name = data.get("name", default_name)
-    if not isinstance(name, str) or not name:
-        raise fail("name", f"expected a non-empty string, got {name!r}")
+    try:
+        check_sweep_name(name, "name" if "name" in data else "name (from the file name)")
+    except SpaceError as e:
+        raise SpaceError(f"{source}: {e}") from None
     if "metric" not in data:
         raise fail("metric", "missing (the reported metric key, e.g. val/balanced_accuracy)")
     metric = data["metric"]
@@ -254,6 +324,8 @@ def space_from_dict(data: Any, source: str = "<space>", default_name: str = "swe
             raise fail(f"fixed.{k}", "set by budget.max_epochs")
         if k.startswith("data."):
             raise fail(f"fixed.{k}", "data settings go in the `data` section")
+        if k == _MODEL_KEY:
+            _check_family(v, f"fixed.{k}", fail)
         shared.append((k, v))
         _check_config(shared, f"fixed.{k}", fail)
 
@@ -268,10 +340,14 @@ def space_from_dict(data: Any, source: str = "<space>", default_name: str = "swe
         if key in fixed:
             raise fail(where, "also set in `fixed`")
         p = _parse_param(key, spec, params, where, fail)
+        if key == _MODEL_KEY:
+            for family in p.choices if p.kind == "choice" else ():
+                _check_family(family, f"{where}.choice", fail)
         for value in p.sample_values():
             _check_config([*shared, (key, value)], where, fail)
         params[key] = p
 
+    _check_model_kwargs(fixed, params, fail)
     search = _parse_search(_section(data, "search", fail), params, fail)
     return SearchSpace(
         name=name,
@@ -285,6 +361,38 @@ def space_from_dict(data: Any, source: str = "<space>", default_name: str = "swe
         params=params,
         source=source,
     )
+
+
+def _check_family(family: Any, where: str, fail: _Fail) -> None:
+    from guitar_cls.models import list_models
+
+    if family not in list_models():
+        raise fail(where, f"unknown model family {family!r} (registered: {', '.join(list_models())})")
+
+
+def _check_model_kwargs(fixed: Mapping[str, Any], params: Mapping[str, Param], fail: _Fail) -> None:
+    """Raises unless every family the space can pick accepts every ``model.params`` key a trial of that family can
+    get (so a misspelled keyword fails here, not at trial time)."""
+    from guitar_cls.models import model_params
+
+    if _MODEL_KEY in params:
+        families = params[_MODEL_KEY].choices
+    else:
+        families = (fixed.get(_MODEL_KEY, Config().model.name),)
+    for family in families:
+        accepted = [k for k in model_params(family) if k not in ("n_classes", "in_channels")]
+        for key in [*fixed, *params]:
+            if not key.startswith(_MODEL_PARAMS):
+                continue
+            allowed = params[key].when.get(_MODEL_KEY) if key in params else None
+            if allowed is not None and not _contains(allowed, family):
+                continue
+            kwarg = key[len(_MODEL_PARAMS) :].split(".")[0]
+            if kwarg not in accepted:
+                raise fail(
+                    f"{'params' if key in params else 'fixed'}.{key}",
+                    f"model {family!r} has no parameter {kwarg!r} (accepted: {', '.join(accepted)})",
+                )
 
 
 def _section(data: dict[str, Any], key: str, fail: _Fail, required: bool = False) -> dict[str, Any]:
