@@ -5,7 +5,6 @@ MLflow logging from the driver; the best trial registered as the ``champion`` py
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -26,7 +25,14 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from guitar_cls.config import Config, load_config
 from guitar_cls.train.loop import METRIC
 from guitar_cls.train.run import PreparedData, absolute_paths, init_ray, prepare_data, test_metrics
-from guitar_cls.tune.space import SearchSpace, load_space, make_scheduler, make_searcher, trial_config
+from guitar_cls.tune.space import (
+    SearchSpace,
+    check_sweep_name,
+    load_space,
+    make_scheduler,
+    make_searcher,
+    trial_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,16 +192,10 @@ def run_sweep(
     ``num_samples`` and ``time_budget_s`` replace the space file's budget when given. The summary holds the
     leaderboard, the best trial's test metrics and the registration outcome.
     """
-    space: SearchSpace = load_space(space_path)
-    if num_samples is not None or time_budget_s is not None:
-        space.budget = dataclasses.replace(
-            space.budget,
-            num_samples=num_samples if num_samples is not None else space.budget.num_samples,
-            time_budget_s=time_budget_s if time_budget_s is not None else space.budget.time_budget_s,
-        )
+    space: SearchSpace = load_space(space_path).with_budget(num_samples, time_budget_s)  # checked before any work
+    name = check_sweep_name(name, "--name") if name else space.name
     base: Config = load_config(None, [*space.shared_overrides(), *(overrides or [])])
     base = absolute_paths(base)
-    name = name or space.name
     sweep_dir = Path(base.logging.output_dir) / "sweeps" / name
     storage = base.logging.storage_path
     experiment_path = os.path.join(storage, name)
