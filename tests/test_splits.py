@@ -25,7 +25,8 @@ def _table(n_groups: int, seed: int = 0) -> pd.DataFrame:
 def _check(df: pd.DataFrame, splits: pd.Series) -> None:
     assert splits.index.equals(df.index)
     assert set(splits) == {"train", "val", "test"}
-    assert (df.groupby("source_audio")[[]].size() > 0).all()
+    assigned = splits.notna().groupby(df["source_audio"]).all()  # every event of every recording has a split
+    assert assigned.all(), f"events without a split in {list(assigned[~assigned].index)}"
     per_group = splits.groupby(df["source_audio"]).nunique()
     assert (per_group == 1).all(), "a recording is in two splits"
     present = pd.crosstab(splits, df["label_category"])
