@@ -1,6 +1,8 @@
 """Checks a metadata table against its audio: prints a summary, and every bad row (exit 1) when any is wrong.
 
-Usage: python jobs/check_data.py --metadata M [--audio-root R] [--smoke-test]
+Usage: python jobs/check_data.py --metadata M [--audio-root R] [--allow-outside-root] [--smoke-test]
+
+A source_audio that is absolute or climbs out of the audio root (../x.wav) is a bad row unless --allow-outside-root.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metadata", type=Path, help="CSV or Parquet metadata table")
     parser.add_argument("--audio-root", type=Path, help="folder of the source_audio paths (default: the table's)")
+    parser.add_argument("--allow-outside-root", action="store_true", help="accept absolute and ../ source_audio paths")
     parser.add_argument("--smoke-test", action="store_true", help="check a fresh 6-recording demo set")
     args = parser.parse_args(argv)
     if args.smoke_test:
@@ -27,17 +30,17 @@ def main(argv: list[str] | None = None) -> int:
             return check(make_demo_dataset(tmp, n_recordings=6, seed=0), None)
     if args.metadata is None:
         parser.error("--metadata is required (or --smoke-test)")
-    return check(args.metadata, args.audio_root)
+    return check(args.metadata, args.audio_root, allow_outside_root=args.allow_outside_root)
 
 
-def check(metadata: Path, audio_root: Path | None) -> int:
+def check(metadata: Path, audio_root: Path | None, *, allow_outside_root: bool = False) -> int:
     try:
         df = read_metadata(metadata)
     except MetadataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summarize_metadata(df), indent=2))
-    problems = validate_metadata(df, audio_root or metadata.parent)
+    problems = validate_metadata(df, audio_root or metadata.parent, allow_outside_root=allow_outside_root)
     if problems:
         print(f"{len(problems)} problem(s) in {metadata}:\n{format_problems(problems)}", file=sys.stderr)
         return 1

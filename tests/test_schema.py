@@ -172,3 +172,33 @@ def test_check_data_job_exit_codes(clean, tmp_path, capsys):
     bad = write_metadata(_set(df, 3, label_category="tapping"), tmp_path / "bad.csv")
     assert job.main(["--metadata", str(bad), "--audio-root", str(root)]) == 1
     assert "row 3 [label_category]" in capsys.readouterr().err
+
+
+def test_paths_outside_the_audio_root_are_row_problems(clean):
+    """An absolute or ``../`` source_audio used to pass validation and be read (issue 10.10)."""
+    df, root = clean
+    df = _set(df, 0, source_audio="sub/../a.wav")  # climbs back down: still inside, fine
+    df = _set(df, 4, source_audio=str(root / "sub" / "b.wav"))  # absolute, although the file exists
+    df = _set(df, 5, source_audio="sub/../../x.wav")
+    problems = validate_metadata(df, root)
+    assert [(p.row, p.column) for p in problems] == [(4, "source_audio"), (5, "source_audio")]
+    assert all("outside the audio root" in p.reason for p in problems)
+    under_sub = df.iloc[[1]].assign(source_audio="../a.wav")  # the file exists one level up
+    [problem] = validate_metadata(under_sub, root / "sub")
+    assert "../a.wav is outside the audio root" in problem.reason
+    allowed = validate_metadata(df, root, allow_outside_root=True)  # read as before: only the missing file is bad
+    assert [(p.row, p.reason.split(":")[0]) for p in allowed] == [(5, "audio file not found")]
+    assert validate_metadata(under_sub, root / "sub", allow_outside_root=True) == []
+
+
+def test_check_data_job_allows_outside_paths_only_when_asked(clean, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_data", Path(__file__).parents[1] / "jobs" / "check_data.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    df, root = clean
+    meta = write_metadata(_set(df, 4, source_audio=str(root / "sub" / "b.wav")), tmp_path / "abs.csv")
+    assert job.main(["--metadata", str(meta), "--audio-root", str(root)]) == 1
+    assert "row 4 [source_audio]" in capsys.readouterr().err
+    assert job.main(["--metadata", str(meta), "--audio-root", str(root), "--allow-outside-root"]) == 0

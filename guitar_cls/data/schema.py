@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -139,11 +139,15 @@ def write_metadata(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def validate_metadata(df: pd.DataFrame, audio_root: str | Path) -> list[RowProblem]:
+def validate_metadata(
+    df: pd.DataFrame, audio_root: str | Path, *, allow_outside_root: bool = False
+) -> list[RowProblem]:
     """Returns every problem of every row (empty when the table is clean), sorted by row.
 
     Checks: onset/offset/duration present and consistent, onset inside the audio file (``soundfile.info``, read once
-    per file), known label with matching flags, audio file present and readable, unique (source_audio, event_index).
+    per file), known label with matching flags, audio file present and readable, unique (source_audio, event_index),
+    and ``source_audio`` inside ``audio_root`` (a relative path without ``..`` escaping it; absolute paths and
+    ``../x.wav`` are problems, and those files are not opened, unless ``allow_outside_root``).
     """
     df = coerce_metadata(df)
     audio_root = Path(audio_root)
@@ -185,8 +189,28 @@ def validate_metadata(df: pd.DataFrame, audio_root: str | Path) -> list[RowProbl
         problems.append(RowProblem(int(i), "event_index", f"duplicate (source_audio, event_index) of row {j}"))
 
     for rel, rows in keyed.groupby("source_audio", sort=False).groups.items():
+        if not allow_outside_root and not is_inside_root(str(rel)):
+            reason = f"{rel} is outside the audio root {audio_root} (absolute or ../; see --allow-outside-root)"
+            problems.extend(RowProblem(int(i), "source_audio", reason) for i in rows)
+            continue
         problems.extend(_check_audio(audio_root, str(rel), rows, onset))
     return sorted(problems, key=lambda p: (p.row, p.column))
+
+
+def is_inside_root(source_audio: str) -> bool:
+    """Returns whether a ``source_audio`` path stays inside its audio root: relative, and its ``..`` parts (after
+    normalising) never climb above the root. Symlinks are not followed (a data set may link to other disks)."""
+    if not source_audio.strip():
+        return True  # reported as a missing path
+    path = PurePosixPath(source_audio.replace("\\", "/"))
+    if path.is_absolute() or PureWindowsPath(source_audio).drive:
+        return False
+    depth = 0
+    for part in path.parts:
+        depth += -1 if part == ".." else 0 if part == "." else 1
+        if depth < 0:
+            return False
+    return True
 
 
 def _check_audio(audio_root: Path, rel: str, rows: pd.Index, onset: pd.Series) -> list[RowProblem]:
