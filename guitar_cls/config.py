@@ -33,8 +33,12 @@ def _choices(*names: str) -> dict[str, Any]:
 
 @dataclass
 class DataConfig:
-    metadata: str | None = None  # CSV/Parquet table; None -> the demo data set (generated on first use)
-    audio_root: str | None = None  # folder the table's source_audio paths are relative to
+    # CSV/Parquet table, or a list of them trained on together ("demo" in a list: the demo set); None -> the demo
+    # data set (generated on first use)
+    metadata: str | list[str] | None = None
+    # folder the table's source_audio paths are relative to (None -> the table's folder); with several tables one
+    # folder for all of them but "demo", or a list with one entry (or None) per table
+    audio_root: str | list[str | None] | None = None
     demo_dir: str = "data/demo"
     demo_recordings: int = field(default=96, metadata=_range(3, 100000))
     demo_seed: int = 0
@@ -46,6 +50,16 @@ class DataConfig:
     long_notes: str = field(default="truncate", metadata=_choices("truncate", "split"))
     onset_offset_sec: float = field(default=0.0, metadata=_range(-1.0, 1.0))  # added to every onset
     strict: bool = False  # bad audio raises instead of going to the quarantine table
+
+    def __post_init__(self) -> None:
+        if isinstance(self.metadata, list) and not self.metadata:
+            raise ConfigError("data.metadata: an empty list names no table (null means the demo data set)")
+        if isinstance(self.audio_root, list):
+            n_tables = len(self.metadata) if isinstance(self.metadata, list) else 1
+            if len(self.audio_root) != n_tables:
+                raise ConfigError(
+                    f"data.audio_root: a list needs one entry per table ({n_tables}), got {len(self.audio_root)}"
+                )
 
 
 @dataclass
@@ -187,10 +201,16 @@ def _check_value(key: str, tp: Any, value: Any, meta: typing.Mapping[str, Any]) 
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        tp = inner[0]
+        lists = [a for a in inner if typing.get_origin(a) is list]
+        tp = lists[0] if isinstance(value, list) and lists else inner[0]
         origin = typing.get_origin(tp)
     if value is None:
         raise ConfigError(f"{key}: must not be null")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_check_value(f"{key}[{i}]", item, v, meta) for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")

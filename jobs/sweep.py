@@ -1,10 +1,11 @@
 """Run a hyperparameter sweep described by a YAML search space (local Ray, demo data and sqlite MLflow by default).
 
-    python jobs/sweep.py --space search_spaces/arch.yaml [--data metadata.csv --audio-root DIR] [--name NAME]
+    python jobs/sweep.py --space search_spaces/arch.yaml [--data metadata.csv --audio-root DIR ...] [--name NAME]
                          [--resume] [--set key=value ...] [--no-register] [--smoke-test]
                          [--num-samples N] [--time-budget SECONDS]
 
-With RAY_ADDRESS set (as inside `ray job submit`) it joins that cluster.
+--data and --audio-root repeat to train on several tables together (roots pair with tables in order; one root is
+shared by all tables but `demo`, the demo set). With RAY_ADDRESS set (as inside `ray job submit`) it joins that cluster.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import json
 import sys
 
+from guitar_cls.data.source import data_overrides
 from guitar_cls.logs import setup_logging
 from guitar_cls.tune.sweep import SweepInterrupted, run_sweep
 
@@ -22,8 +24,8 @@ SMOKE_SPACE = "search_spaces/smoke.yaml"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default=None, help="search-space YAML (see search_spaces/README.md)")
-    parser.add_argument("--data", help="metadata table (CSV or Parquet); default: the demo data set")
-    parser.add_argument("--audio-root", help="folder the table's source_audio paths are relative to")
+    parser.add_argument("--data", action="append", default=[], help="metadata table (CSV/Parquet, or demo); repeat")
+    parser.add_argument("--audio-root", action="append", default=[], help="folder of a table's source_audio paths")
     parser.add_argument("--name", help="sweep name (default: the space's name)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config")
@@ -34,11 +36,10 @@ def main() -> None:
     args = parser.parse_args()
     if not args.space and not args.smoke_test:
         parser.error("--space is required (or --smoke-test)")
-    overrides = list(args.set)
-    if args.data:
-        overrides.append(f"data.metadata={args.data}")
-    if args.audio_root:
-        overrides.append(f"data.audio_root={args.audio_root}")
+    try:
+        overrides = [*args.set, *data_overrides(args.data, args.audio_root)]
+    except ValueError as e:
+        parser.error(str(e))
     setup_logging()
     try:
         summary = run_sweep(

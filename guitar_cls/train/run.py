@@ -20,8 +20,8 @@ import ray
 
 from guitar_cls.config import Config
 from guitar_cls.data.pipeline import CacheResult, cache_dataset, metadata_fingerprint
-from guitar_cls.data.schema import MetadataError, read_metadata, validate_metadata
-from guitar_cls.data.source import resolve_data
+from guitar_cls.data.schema import MetadataError, write_metadata
+from guitar_cls.data.source import DEMO, DataTable, TableProblem, load_tables, resolve_tables
 from guitar_cls.data.splits import make_splits, save_splits
 from guitar_cls.train.checkpoint import BEST, load_model
 from guitar_cls.train.loop import SnippetSet, predict_proba
@@ -29,6 +29,17 @@ from guitar_cls.train.metrics import classification_metrics
 from guitar_cls.train.ray_train import make_trainer, split_sets
 
 log = logging.getLogger(__name__)
+
+COMBINED_METADATA = "metadata.csv"  # several tables, combined, beside splits.csv: evaluate the run's splits with it
+
+
+def _absolute_entries(value: str | list[str | None] | None, keep: tuple[str, ...] = ()) -> str | list | None:
+    """Returns a path (or list of paths) made absolute and resolved; None entries and ``keep`` names unchanged."""
+    if isinstance(value, list):
+        return [_absolute_entries(v, keep) for v in value]
+    if value is None or value in keep:
+        return value
+    return str(Path(value).expanduser().resolve())
 
 
 def absolute_paths(cfg: Config) -> Config:
@@ -41,8 +52,8 @@ def absolute_paths(cfg: Config) -> Config:
         cfg.data,
         cache_dir=str(Path(cfg.data.cache_dir).expanduser().resolve()),
         demo_dir=str(Path(cfg.data.demo_dir).expanduser().resolve()),
-        metadata=str(Path(cfg.data.metadata).expanduser().resolve()) if cfg.data.metadata else None,
-        audio_root=str(Path(cfg.data.audio_root).expanduser().resolve()) if cfg.data.audio_root else None,
+        metadata=_absolute_entries(cfg.data.metadata, keep=(DEMO,)),
+        audio_root=_absolute_entries(cfg.data.audio_root),
     )
     logging_cfg = dataclasses.replace(cfg.logging, output_dir=str(out), storage_path=storage)
     return dataclasses.replace(cfg, data=data, logging=logging_cfg)
@@ -50,7 +61,11 @@ def absolute_paths(cfg: Config) -> Config:
 
 @dataclass
 class PreparedData:
-    """Validated metadata, its split assignment and the featurization cache."""
+    """Validated metadata, its split assignment and the featurization cache.
+
+    With several tables ``metadata`` is their combination (``source.combine_tables``), written to
+    ``metadata_path`` beside splits.csv, and ``audio_root`` the folder its ``source_audio`` paths are relative to.
+    """
 
     metadata: pd.DataFrame
     metadata_path: Path
@@ -58,6 +73,15 @@ class PreparedData:
     splits: pd.Series  # "train" | "val" | "test" per metadata row
     cache: CacheResult
     fingerprint: str
+    tables: tuple[DataTable, ...] = ()  # the configured tables the rows come from
+
+    def describe(self) -> dict[str, Any]:
+        """Returns the data's paths for a run summary: metadata, audio_root and every source table."""
+        return {
+            "metadata": str(self.metadata_path),
+            "audio_root": str(self.audio_root),
+            "tables": [{"metadata": str(t.metadata), "audio_root": str(t.audio_root)} for t in self.tables],
+        }
 
     def rows(self, split: str) -> list[int]:
         """Returns the metadata rows of ``split`` that made it through featurization (quarantine excluded)."""
@@ -74,33 +98,57 @@ class PreparedData:
 def prepare_data(cfg: Config, out_dir: Path) -> PreparedData:
     """Returns the validated, split and featurized data of ``cfg`` (demo data when none is configured).
 
+    Several tables are combined (``source.load_tables``) and split together, grouped by recording across all of
+    them; the combined table is written to ``out_dir/metadata.csv`` beside ``splits.csv``.
+
     Raises:
-        MetadataError: the table has bad rows; the message lists them by row.
+        MetadataError: a table has bad rows; the message lists them by table and row.
     """
-    metadata_path, audio_root = resolve_data(cfg.data)
-    df = read_metadata(metadata_path)
-    problems = validate_metadata(df, audio_root)
-    if problems:
-        lines = "\n".join(f"  row {p.row}: {p.column}: {p.reason}" for p in problems[:30])
-        more = f"\n  … and {len(problems) - 30} more" if len(problems) > 30 else ""
-        raise MetadataError(f"{metadata_path}: {len(problems)} bad rows (run jobs/check_data.py):\n{lines}{more}")
+    tables = resolve_tables(cfg.data)
+    data = load_tables(tables)
+    if data.problems:
+        raise MetadataError(_problem_report(tables, data.problems))
+    df, audio_root = data.metadata, data.audio_root
     s = cfg.splits
     splits = make_splits(df, (s.train, s.val, s.test), seed=s.seed, group_col=s.group_by)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_splits(df, splits, out_dir / "splits.csv")
+    metadata_path = tables[0].metadata if len(tables) == 1 else _write_atomically(df, out_dir / COMBINED_METADATA)
     cache = cache_dataset(df, audio_root, cfg.data)
     if len(cache.quarantine):
         log.warning("%d rows quarantined (see %s)", len(cache.quarantine), Path(cache.path) / "quarantine.csv")
     counts = {name: int((splits == name).sum()) for name in ("train", "val", "test")}
     log.info(
         "data: %s (%d rows, splits %s), cache %s (%s)",
-        metadata_path,
+        metadata_path if len(tables) == 1 else f"{len(tables)} tables combined in {metadata_path}",
         len(df),
         counts,
         cache.path,
         "hit" if cache.hit else "built",
     )
-    return PreparedData(df, Path(metadata_path), Path(audio_root), splits, cache, metadata_fingerprint(df))
+    return PreparedData(df, Path(metadata_path), Path(audio_root), splits, cache, metadata_fingerprint(df), tables)
+
+
+def _problem_report(tables: list[DataTable], problems: list[TableProblem], limit: int = 30) -> str:
+    """Returns the MetadataError message: the bad rows by table (one table: by row, under the file's name)."""
+    shown = problems[:limit]
+    more = f"\n  … and {len(problems) - limit} more" if len(problems) > limit else ""
+    if len(tables) == 1:
+        lines = "\n".join(f"  row {p.problem.row}: {p.problem.column}: {p.problem.reason}" for p in shown)
+        return f"{tables[0].metadata}: {len(problems)} bad rows (run jobs/check_data.py):\n{lines}{more}"
+    lines = "\n".join(f"  {p.table} row {p.problem.row}: {p.problem.column}: {p.problem.reason}" for p in shown)
+    n_bad = len({p.table for p in problems})
+    return (
+        f"{len(problems)} bad rows in {n_bad} of {len(tables)} tables (run jobs/check_data.py on each):\n{lines}{more}"
+    )
+
+
+def _write_atomically(df: pd.DataFrame, path: Path) -> Path:
+    """Writes the metadata table to ``path`` through a temporary sibling (a reader never sees half a file)."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    write_metadata(df, tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def init_ray() -> None:
@@ -160,6 +208,7 @@ def train(cfg: Config, name: str | None = None, extra_loop_config: dict[str, Any
         "epochs_reported": [int(e) for e in result.metrics_dataframe["epoch"]],
         "start_epoch": int(result.metrics.get("start_epoch", 0)),
         "best_val_balanced_accuracy": float(result.metrics.get("best/val/balanced_accuracy", float("nan"))),
+        **data.describe(),
         "test": metrics,
     }
     (out_dir / "test_metrics.json").write_text(json.dumps(summary, indent=2))

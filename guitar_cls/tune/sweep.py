@@ -179,7 +179,7 @@ def pyfunc_balanced_accuracy(model_uri: str, data: PreparedData) -> float:
 def run_sweep(
     space_path: str | Path,
     *,
-    overrides: list[str] | None = None,
+    overrides: list[str | tuple[str, Any]] | None = None,
     name: str | None = None,
     resume: bool = False,
     register: bool = True,
@@ -212,6 +212,7 @@ def run_sweep(
             "data_hash": data.fingerprint,
             "sweep": name,
             "metadata": str(data.metadata_path),
+            "audio_root": str(data.audio_root),
         },
     )
     plan = plan_resources(base.training.num_workers)
@@ -267,8 +268,7 @@ def run_sweep(
     summary: dict[str, Any] = {
         "sweep": name,
         "space_file": str(Path(space_path).resolve()),
-        "metadata": str(data.metadata_path),
-        "audio_root": str(data.audio_root),
+        **data.describe(),
         "wall_s": round(time.perf_counter() - t0, 1),
         "trials": len(board),
         "errors": int((board["status"] == "ERROR").sum()),
