@@ -3,12 +3,19 @@
 Training (through the cache in ``data/pipeline.py``) and prediction on raw audio share ``prepare_waveform``, so
 both see the same preprocessing. Bad audio raises ``AudioError`` with a short reason; the pipeline turns it into a
 quarantine row.
+
+Resampling costs a bounded amount for any input rate: torchaudio's windowed-sinc kernel is ``(new, orig + 2 * width)``
+for the reduced pair ``new/orig = target/sr``, so a rate sharing no factor with the target (22051 Hz -> 22050 Hz:
+a 22050 x 22051 kernel, several GB) is resampled with the closest ratio whose terms are at most
+``MAX_RESAMPLE_FACTOR`` (``resample_factors``; pitch off by under one cent). Rates outside
+``[MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]`` are refused.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +28,12 @@ from guitar_cls.config import DataConfig
 OFFSET_TOLERANCE_SEC = 0.05
 _SILENCE_PEAK = 1e-6
 _RMS_TARGET = 0.1  # -20 dBFS
+MIN_SAMPLE_RATE = 4_000  # Hz; audio at other rates is refused (a header's rate may be anything)
+MAX_SAMPLE_RATE = 192_000
+# Largest term of the reduced resampling ratio used as it is. Common rates stay exact (44100 -> 22050 Hz is 1:2,
+# 48000 -> 22050 is 147:320, 16000 -> 22050 is 441:320, 96000 -> 22050 is 147:640); the kernel then holds at most
+# ~1000 x 1000 taps and each input sample costs at most ~1000 multiply-adds.
+MAX_RESAMPLE_FACTOR = 1000
 
 
 class AudioError(ValueError):
@@ -131,6 +144,38 @@ def normalize_wave(wave: np.ndarray, mode: str) -> np.ndarray:
     raise ValueError(f"unsupported normalize: {mode!r}")
 
 
+def check_sample_rate(sr: int) -> None:
+    """Raises AudioError unless ``sr`` is within ``[MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]`` Hz."""
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioError(f"sample rate {sr} Hz is outside [{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}] Hz")
+
+
+def resample_factors(sr: int, target: int) -> tuple[int, int]:
+    """Returns ``(orig, new)``: the reduced ratio ``new/orig = target/sr`` when both terms are at most
+    ``MAX_RESAMPLE_FACTOR``, else the closest ratio with both terms that small (relative error below 6e-4,
+    under one cent, for any rates in the allowed range)."""
+    ratio = Fraction(target, sr)
+    if ratio.numerator > MAX_RESAMPLE_FACTOR or ratio.denominator > MAX_RESAMPLE_FACTOR:
+        # limit_denominator bounds the denominator; approximating the inverse when upsampling bounds both terms
+        if ratio <= 1:
+            ratio = ratio.limit_denominator(MAX_RESAMPLE_FACTOR)
+        else:
+            ratio = 1 / (1 / ratio).limit_denominator(MAX_RESAMPLE_FACTOR)
+    return ratio.denominator, ratio.numerator
+
+
+def resample(wave: np.ndarray, sr: int, target: int) -> np.ndarray:
+    """Returns the float32 ``(n,)`` wave resampled from ``sr`` to ``target`` Hz (torchaudio's windowed sinc on the
+    bounded ratio of ``resample_factors``; raises AudioError for a rate outside the allowed range)."""
+    check_sample_rate(sr)
+    orig, new = resample_factors(sr, target)
+    if orig == new:
+        return wave
+    import torchaudio.functional as AF
+
+    return AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), orig, new).numpy()
+
+
 def prepare_waveform(wave: np.ndarray, sr: int, data_cfg: DataConfig) -> tuple[list[np.ndarray], list[int]]:
     """Returns (windows, true lengths): the note resampled to ``data_cfg.sample_rate``, normalised and windowed.
 
@@ -140,8 +185,9 @@ def prepare_waveform(wave: np.ndarray, sr: int, data_cfg: DataConfig) -> tuple[l
     (``long_notes: split``; a tail shorter than ``min_duration`` is dropped). Each window is float32 of
     ``max(length, min_samples)`` samples; ``length`` is the number of real samples in it.
 
-    Raises AudioError for empty, silent or non-finite audio.
+    Raises AudioError for empty, silent or non-finite audio and for a sample rate outside the allowed range.
     """
+    check_sample_rate(sr)
     wave = _to_mono(wave)
     if wave.size == 0:
         raise AudioError("empty segment")
@@ -150,10 +196,7 @@ def prepare_waveform(wave: np.ndarray, sr: int, data_cfg: DataConfig) -> tuple[l
     if np.abs(wave).max() < _SILENCE_PEAK:
         raise AudioError("silent segment")
     target = data_cfg.sample_rate
-    if sr != target:
-        import torchaudio.functional as AF
-
-        wave = AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), sr, target).numpy()
+    wave = resample(wave, sr, target)
     wave = normalize_wave(wave, data_cfg.normalize).astype(np.float32, copy=False)
     min_n = int(round(data_cfg.min_duration * target))
     max_n = int(round(data_cfg.max_duration * target))
