@@ -14,6 +14,7 @@ COMMANDS = {
     "train": "guitar_cls.benchmarks.train",
     "latency": "guitar_cls.benchmarks.latency",
     "segmentation": "guitar_cls.benchmarks.segmentation",
+    "domain-gap": "guitar_cls.benchmarks.domain_gap",
 }
 
 

@@ -64,4 +64,24 @@ def test_interrupted_generation_leaves_no_half_data_set(tmp_path, monkeypatch):
 
 def test_real_demo_generation(tmp_path):
     meta, root = source.resolve_data(DataConfig(demo_dir=str(tmp_path / "demo"), demo_recordings=3))
-    assert meta.is_file() and (root / "dataset2" / "audio").is_dir()
+    assert meta.is_file() and all((root / src / "audio").is_dir() for src in ("synth", "samples"))
+
+
+def test_stale_demo_set_is_reported_not_reused_silently(tmp_path, caplog):
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "metadata.csv").write_text("made by an older version\n")
+    with caplog.at_level("WARNING", logger="guitar_cls.data.source"):
+        meta, _ = source.resolve_data(DataConfig(demo_dir=str(demo), demo_recordings=3))
+    assert meta == demo / "metadata.csv" and "delete the folder to regenerate" in caplog.text
+
+
+def test_demo_dir_with_foreign_files_is_never_deleted(tmp_path, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(source, "make_demo_dataset", _fake_generator(calls))
+    demo = tmp_path / "mine"
+    demo.mkdir()
+    (demo / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="did not write"):
+        source.resolve_data(DataConfig(demo_dir=str(demo)))
+    assert (demo / "notes.txt").read_text() == "keep me"

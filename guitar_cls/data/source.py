@@ -24,7 +24,7 @@ import pandas as pd
 
 from guitar_cls.config import DataConfig
 from guitar_cls.data.schema import RowProblem, read_metadata, validate_metadata
-from guitar_cls.data.synth import make_demo_dataset
+from guitar_cls.data.synth import DEMO_VERSION, demo_settings, make_demo_dataset
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,8 @@ def resolve_tables(data_cfg: DataConfig) -> list[DataTable]:
             metadata = demo / DEMO_METADATA
             if not metadata.is_file():
                 _generate_demo(demo, data_cfg.demo_recordings, data_cfg.demo_seed)
+            else:
+                _warn_if_stale(demo, data_cfg.demo_recordings, data_cfg.demo_seed)
             tables.append(DataTable(metadata, _absolute(root) if root is not None else demo))
             continue
         metadata = _absolute(entry)
@@ -208,8 +210,24 @@ def _generate_demo(demo: Path, n_recordings: int, seed: int) -> None:
         if demo.exists():  # a leftover without metadata.csv (or a concurrent generation that finished first)
             if (demo / DEMO_METADATA).is_file():
                 return
+            if any(demo.iterdir()) and demo_settings(demo) is None:
+                raise FileExistsError(f"data.demo_dir: {demo} holds files the demo generator did not write; "
+                                      "point data.demo_dir at a new folder")  # fmt: skip
             shutil.rmtree(demo)
         tmp.rename(demo)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _warn_if_stale(demo: Path, n_recordings: int, seed: int) -> None:
+    """Logs a warning when the demo set on disk was made by another generator version or other settings."""
+    found = demo_settings(demo) or {}
+    want = {"version": DEMO_VERSION, "n_recordings": n_recordings, "seed": seed}
+    if any(found.get(k) != v for k, v in want.items()):
+        log.warning(
+            "the demo set in %s was generated with %s, the config asks for %s: delete the folder to regenerate it",
+            demo,
+            {k: found.get(k) for k in want},
+            want,
+        )

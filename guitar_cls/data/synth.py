@@ -413,6 +413,16 @@ def _muted_strum(note: _Note, voice: Any, rng: np.random.Generator) -> np.ndarra
 
 SOURCES: tuple[str, ...] = ("synth", "samples")
 DEMO_MARKER = ".guitar_cls_demo.json"
+DEMO_VERSION = 2  # 1: synthesized only (dataset2/); 2: synthesized + sample-based, domain-randomized
+
+
+def demo_settings(out_dir: str | Path) -> dict[str, Any] | None:
+    """Returns what the generator recorded in ``out_dir``'s marker (version, recordings, seed, sources), or None."""
+    marker = Path(out_dir) / DEMO_MARKER
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _annotate(notes: list[_Note], rng: np.random.Generator, exact: bool) -> list[dict[str, Any]]:
@@ -512,7 +522,7 @@ def _recording_name(kind: str, instrument: Any, index: int) -> str:
     return f"{instrument.code}_{tag.get(kind, 'Lick')}_{index:03d}"
 
 
-def _prepare_out_dir(out_dir: Path, sources: tuple[str, ...]) -> None:
+def _prepare_out_dir(out_dir: Path, sources: tuple[str, ...], settings: dict[str, Any]) -> None:
     """Makes ``out_dir`` ready for a fresh demo set, deleting only what an earlier run of the generator wrote.
 
     Raises:
@@ -534,7 +544,8 @@ def _prepare_out_dir(out_dir: Path, sources: tuple[str, ...]) -> None:
                 target.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [*sources, "metadata.csv"]
-    marker.write_text(json.dumps({"generator": "guitar_cls.data.synth", "written": written}, indent=1))
+    record = {"generator": "guitar_cls.data.synth", "version": DEMO_VERSION, **settings, "written": written}
+    marker.write_text(json.dumps(record, indent=1))
     for source in sources:
         for sub in ("audio", "annotation"):
             (out_dir / source / sub).mkdir(parents=True)
@@ -569,7 +580,8 @@ def make_demo_dataset(
     if n_recordings < len(sources):
         raise ValueError(f"n_recordings={n_recordings} must be at least one per source ({len(sources)})")
     out_dir = Path(out_dir)
-    _prepare_out_dir(out_dir, sources)
+    settings = {"n_recordings": n_recordings, "seed": seed, "sources": list(sources), "exact_onsets": exact_onsets}
+    _prepare_out_dir(out_dir, sources, settings)
     from guitar_cls.data.samples import SAMPLE_GUITARS
 
     root = np.random.SeedSequence(seed)
