@@ -89,11 +89,13 @@ def select_split(
 
 def breakdown_table(meta: pd.DataFrame, y_true: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
     """Returns metrics per bucket: ``factor, bucket, n, accuracy, balanced_accuracy, macro_f1, n_<label>...`` for
-    duration buckets, pitch ranges, excitation styles and expression styles (missing values: ``unknown``)."""
+    subsets (the demo data's sources), duration buckets, pitch ranges, excitation styles and expression styles
+    (missing values: ``unknown``)."""
     duration = pd.cut(meta["duration_sec"].astype(float), DURATION_EDGES, right=False)
     duration_names = duration.astype(str).where(duration.notna(), "unknown")
     pitch = pd.cut(meta["pitch_midi"].astype(float), PITCH_EDGES, right=False, labels=PITCH_NAMES)
     factors = {
+        "subset_id": (meta["subset_id"].astype("string").fillna("unknown"), None),  # the demo's source, IDMT subset
         "duration_sec": (duration_names, [str(c) for c in duration.cat.categories] + ["unknown"]),
         "pitch_range": (pitch.astype(str).where(pitch.notna(), "unknown"), [*PITCH_NAMES, "unknown"]),
         "excitation_style": (meta["excitation_style"].astype("string").fillna("unknown"), None),

@@ -99,6 +99,7 @@ def test_report_on_known_predictions() -> None:
     assert by.loc[("pitch_range", "unknown"), "n"] == 1  # row 4 has no pitch; row 5 is unusable
     assert by.loc[("pitch_range", "C3-B3 (48-59)"), "n"] == 1
     assert by.loc[("expression_style", "HA"), "accuracy"] == 0.5
+    assert by.loc[("subset_id", "test"), "n"] == 5  # results by source (the demo's synth / samples)
     assert by.loc[("excitation_style", "unknown"), "n_general_note"] == 1
     assert by.groupby(level="factor")["n"].sum().eq(5).all()  # each factor partitions the usable rows
     assert metrics["breakdown"]["expression_style/HA"]["n"] == 2
