@@ -7,13 +7,30 @@ guitar_cls is not installed; preprocessing runs inside the model (``predict.Clas
 Input: a DataFrame with, per row, either ``path`` (a WAV file on the serving machine; optional ``onset_sec`` and
 ``offset_sec`` pick one event of a recording) or ``audio`` (list of float samples) and ``sample_rate``. Output: a
 DataFrame with ``prob_harmonic, prob_dead_note, prob_general_note, label`` in input order.
+
+What a request may ask of the server is limited (``RequestError``, whose message is safe to return to a client: it
+never echoes file contents or system errors):
+
+- ``path`` rows are refused unless the operator names an allowed folder: the model config's ``audio_root`` (set when
+  logging, at ``mlflow.pyfunc.load_model(..., model_config=...)`` or through ``MLFLOW_PYFUNC_INFERENCE_CONFIG``),
+  else the environment variable ``GUITAR_CLS_AUDIO_ROOT``. A path is relative to that folder (or absolute inside it);
+  it must resolve, symlinks followed, to a regular file inside it: no ``..`` or symlink escape, no FIFOs or devices.
+- ``sample_rate`` must be an integer in ``[4000, 192000]`` Hz (resampling cost is bounded, see ``data.audio``).
+- A row's audio may last at most ``max_audio_sec`` seconds (model config or ``GUITAR_CLS_MAX_AUDIO_SEC``, default
+  60): the samples sent, or what would be read from the file.
+
+``Classifier`` in the same process (``predict.py``, ``evaluate.py``) reads any path it is given: the limits are for
+the served model only.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
+import math
+import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,10 +38,12 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import soundfile as sf
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import AnyType, Array, ColSpec, Schema
 
+from guitar_cls.data.audio import AudioError, check_sample_rate, read_span
 from guitar_cls.data.schema import LABELS
 from guitar_cls.predict import CHECKPOINT_ARTIFACT, PROB_COLUMNS, SPLITS_ARTIFACT, checkpoint_file, find_splits
 
@@ -61,6 +80,15 @@ INPUT_SCHEMA = Schema(
 OUTPUT_SCHEMA = Schema([*(ColSpec("double", c) for c in PROB_COLUMNS), ColSpec("string", "label")])
 
 
+AUDIO_ROOT_ENV = "GUITAR_CLS_AUDIO_ROOT"
+MAX_AUDIO_SEC_ENV = "GUITAR_CLS_MAX_AUDIO_SEC"
+DEFAULT_MAX_AUDIO_SEC = 60.0
+
+
+class RequestError(ValueError):
+    """A request row the served model refuses; the message names the row and is safe to send back to the client."""
+
+
 def _missing(value: Any) -> bool:
     """Returns whether a cell is empty (None / NaN / pd.NA); arrays never are."""
     if value is None:
@@ -74,15 +102,22 @@ def _missing(value: Any) -> bool:
 
 
 class GuitarNoteModel(mlflow.pyfunc.PythonModel):
-    """Pyfunc wrapper of ``predict.Classifier``; see the module docstring for the input and output frames."""
+    """Pyfunc wrapper of ``predict.Classifier``; see the module docstring for the input and output frames and for
+    the limits on requests."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from guitar_cls.predict import Classifier
 
         self.classifier = Classifier.load(context.artifacts[CHECKPOINT_ARTIFACT])
+        config = dict(getattr(context, "model_config", None) or {})
+        self.audio_root = allowed_root(config.get("audio_root") or os.environ.get(AUDIO_ROOT_ENV))
+        limit = config.get("max_audio_sec") or os.environ.get(MAX_AUDIO_SEC_ENV) or DEFAULT_MAX_AUDIO_SEC
+        self.max_audio_sec = float(limit)
+        if not (math.isfinite(self.max_audio_sec) and self.max_audio_sec > 0):
+            raise ValueError(f"max_audio_sec / {MAX_AUDIO_SEC_ENV}: expected a positive number, got {limit!r}")
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """Returns ``prob_<label>...`` and ``label`` per input row (rows of unusable audio raise ValueError)."""
+        """Returns ``prob_<label>...`` and ``label`` per input row; raises RequestError naming the first bad row."""
         frame = pd.DataFrame(model_input).reset_index(drop=True)
         n = len(frame)
 
@@ -91,27 +126,123 @@ class GuitarNoteModel(mlflow.pyfunc.PythonModel):
 
         paths, onsets, offsets = column("path"), column("onset_sec"), column("offset_sec")
         audio, rates = column("audio"), column("sample_rate")
-        probs = np.zeros((n, len(LABELS)), dtype=np.float64)
-        wave_rows = [i for i in range(n) if not _missing(audio[i])]
-        file_rows = [i for i in range(n) if _missing(audio[i])]
-        for i in wave_rows:
-            if _missing(rates[i]):
-                raise ValueError(f"row {i}: 'audio' needs a 'sample_rate'")
-        for i in file_rows:
-            if _missing(paths[i]):
-                raise ValueError(f"row {i}: needs either 'path' or 'audio' + 'sample_rate'")
-        if wave_rows:
-            waves = [(np.asarray(audio[i], dtype=np.float32), int(rates[i])) for i in wave_rows]
-            probs[wave_rows] = self.classifier.classify_waves(waves)
-        if file_rows:
-            probs[file_rows] = self.classifier.classify_files(
-                [str(paths[i]) for i in file_rows],
-                [np.nan if _missing(onsets[i]) else float(onsets[i]) for i in file_rows],
-                [np.nan if _missing(offsets[i]) else float(offsets[i]) for i in file_rows],
-            )
+        windows = []
+        for i in range(n):
+            if not _missing(audio[i]):
+                windows.append(self._wave_windows(i, audio[i], rates[i]))
+            elif not _missing(paths[i]):
+                windows.append(self._file_windows(i, paths[i], onsets[i], offsets[i]))
+            else:
+                raise RequestError(f"row {i}: needs either 'path' or 'audio' + 'sample_rate'")
+        probs = np.asarray(self.classifier.classify_windows(windows), dtype=np.float64).reshape(n, len(LABELS))
         out = pd.DataFrame(probs, columns=list(PROB_COLUMNS))
         out["label"] = [LABELS[j] for j in probs.argmax(axis=1)]
         return out
+
+    def _wave_windows(self, i: int, samples: Any, rate: Any) -> tuple[list[np.ndarray], list[int]]:
+        if _missing(rate):
+            raise RequestError(f"row {i}: 'audio' needs a 'sample_rate'")
+        sr = _sample_rate(i, rate)
+        if not isinstance(samples, (list, tuple, np.ndarray)):
+            raise RequestError(f"row {i}: 'audio' must be a list of numbers")
+        if len(samples) > self.max_audio_sec * sr:
+            raise RequestError(
+                f"row {i}: {len(samples) / sr:.1f} s of audio; the limit is {self.max_audio_sec:g} s per row"
+            )
+        try:
+            wave = np.asarray(samples, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise RequestError(f"row {i}: 'audio' must be a list of numbers") from None
+        try:
+            return self.classifier.windows(wave, sr)
+        except AudioError as e:
+            raise RequestError(f"row {i}: {e.reason}") from None
+
+    def _file_windows(self, i: int, raw: Any, onset: Any, offset: Any) -> tuple[list[np.ndarray], list[int]]:
+        path = resolve_request_path(i, raw, self.audio_root)
+        event = not (_missing(onset) or _missing(offset))
+        try:
+            span = float(offset) - float(onset) if event else sf.info(str(path)).duration
+        except (TypeError, ValueError):
+            raise RequestError(f"row {i}: 'onset_sec' and 'offset_sec' must be numbers") from None
+        except (RuntimeError, OSError):
+            raise RequestError(f"row {i}: unreadable audio file") from None
+        _, _, max_read = read_span(0.0, span, self.classifier.cfg.data)  # None: the whole span is read
+        seconds = span if max_read is None else min(span, max_read)
+        if seconds > self.max_audio_sec:
+            raise RequestError(f"row {i}: {seconds:.1f} s of audio; the limit is {self.max_audio_sec:g} s per row")
+        try:
+            return self.classifier.file_windows(path, float(onset) if event else None, float(offset) if event else None)
+        except AudioError as e:
+            # reasons that carry a library's or the system's message are cut to their first words
+            raise RequestError(f"row {i}: {e.reason.split(':')[0]}") from None
+        except (RuntimeError, OSError, ValueError):
+            raise RequestError(f"row {i}: unreadable audio file") from None
+
+
+def _sample_rate(i: int, rate: Any) -> int:
+    """Returns a request's sample rate as an int; RequestError unless it is a whole number in the allowed range."""
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or value != int(value):
+        raise RequestError(f"row {i}: 'sample_rate' must be a whole number of Hz")
+    try:
+        check_sample_rate(int(value))
+    except AudioError as e:
+        raise RequestError(f"row {i}: {e.reason}") from None
+    return int(value)
+
+
+def allowed_root(root: str | Path | None) -> Path | None:
+    """Returns the resolved folder under which request paths may be read, or None (paths refused) when unset.
+
+    Raises:
+        ValueError: the configured root is not an existing folder (an operator error, at model load).
+    """
+    if root is None or str(root).strip() == "":
+        return None
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"audio_root / {AUDIO_ROOT_ENV}: {path} is not an existing folder")
+    return path.resolve()
+
+
+def resolve_request_path(i: int, raw: Any, root: Path | None) -> Path:
+    """Returns the resolved path of a request's ``path`` if it names a regular file inside ``root``.
+
+    Nothing outside ``root`` is touched: a path that leaves it by ``..`` or is absolute elsewhere is refused before
+    any file-system call, a symlink escaping it after resolving (so neither reveals whether a file exists).
+
+    Raises:
+        RequestError: no root is configured, or the path is outside it, missing or not a regular file.
+    """
+    if root is None:
+        raise RequestError(
+            f"row {i}: file paths are not accepted by this server (its operator can allow a folder with "
+            f"{AUDIO_ROOT_ENV}); send 'audio' + 'sample_rate' instead"
+        )
+    text = str(raw)
+    if not text.strip() or "\x00" in text:
+        raise RequestError(f"row {i}: 'path' is not a valid path")
+    candidate = Path(text) if os.path.isabs(text) else root / text
+    outside = RequestError(f"row {i}: 'path' is outside the allowed audio folder")
+    if not Path(os.path.normpath(candidate)).is_relative_to(root):
+        raise outside
+    try:
+        resolved = candidate.resolve()  # follows symlinks; a missing file still resolves
+    except (OSError, RuntimeError):
+        raise RequestError(f"row {i}: 'path' cannot be resolved") from None
+    if not resolved.is_relative_to(root):
+        raise outside
+    try:
+        mode = os.stat(resolved).st_mode
+    except OSError:
+        raise RequestError(f"row {i}: no such audio file in the allowed folder") from None
+    if not stat.S_ISREG(mode):  # a FIFO would block the worker; folders and devices are no audio either
+        raise RequestError(f"row {i}: 'path' is not a regular file")
+    return resolved
 
 
 def pip_requirements() -> list[str]:
@@ -145,6 +276,8 @@ def log_pyfunc_model(
     registered_model_name: str | None = None,
     input_example: pd.DataFrame | None = None,
     splits_csv: str | Path | None = None,
+    audio_root: str | Path | None = None,
+    max_audio_sec: float = DEFAULT_MAX_AUDIO_SEC,
 ) -> ModelInfo:
     """Returns the ModelInfo of the checkpoint logged as a ``GuitarNoteModel`` pyfunc model (into the active run,
     or one MLflow starts), registered under ``registered_model_name`` when given.
@@ -152,6 +285,10 @@ def log_pyfunc_model(
     ``checkpoint_path`` is a checkpoint file or a run folder (``best.pt`` preferred). The run's splits
     (``splits_csv``, default: a ``splits.csv`` beside the checkpoint, see ``predict.find_splits``) are logged with
     it, so that ``evaluate --split test`` finds the test set.
+
+    ``audio_root`` and ``max_audio_sec`` become the model config (see the module docstring): without a root the
+    served model accepts no ``path`` unless ``GUITAR_CLS_AUDIO_ROOT`` is set where it runs. Both keys are always
+    logged, so ``load_model(..., model_config={"audio_root": ...})`` can set them later.
     """
     ckpt = checkpoint_file(checkpoint_path)
     artifacts = {CHECKPOINT_ARTIFACT: str(ckpt)}
@@ -168,4 +305,5 @@ def log_pyfunc_model(
             input_example=input_example,
             pip_requirements=pip_requirements(),
             registered_model_name=registered_model_name,
+            model_config={"audio_root": str(audio_root or ""), "max_audio_sec": float(max_audio_sec)},
         )
