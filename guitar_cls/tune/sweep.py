@@ -172,7 +172,10 @@ def pyfunc_balanced_accuracy(model_uri: str, data: PreparedData) -> float:
             "offset_sec": meta["offset_sec"].to_numpy(float),
         }
     )
-    pred = mlflow.pyfunc.load_model(model_uri).predict(frame)
+    # The served model reads files only under the folder its operator allows: here the one holding these files.
+    folders = [os.path.dirname(os.path.realpath(f)) for f in frame["path"]]
+    config = {"audio_root": os.path.commonpath(folders) if folders else str(data.audio_root)}
+    pred = mlflow.pyfunc.load_model(model_uri, model_config=config).predict(frame)
     return float(balanced_accuracy_score(meta["label_category"].to_numpy(), pred["label"].to_numpy()))
 
 
