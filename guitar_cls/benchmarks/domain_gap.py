@@ -65,6 +65,7 @@ def transfer(
         "val_balanced_accuracy": round(float(summary["best_metric"]), 4),
         "epochs_run": int(summary["epochs_run"]),
         "n_train": len(sets["train"]),
+        "n_val": len(sets["val"]),
         "n_test": len(sets["test"]),
         "train_s": round(time.perf_counter() - t0, 1),
     }
