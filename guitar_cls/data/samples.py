@@ -172,7 +172,11 @@ def render_sample_note(
     sr = renderer.sample_rate
     if tech == "harmonic":
         if rng.random() < 0.8:
-            y = renderer.note(PROGRAM_HARMONICS, key - HARMONICS_TRANSPOSE, dur, velocity=vel)
+            # mostly at the node's pitch; now and then an octave or two higher, as other SoundFonts' harmonics
+            # presets map their keys differently (a harmonic stays a harmonic, whatever its register)
+            shift = int(rng.choice([0, 12, 24], p=[0.7, 0.15, 0.15]))
+            shift = shift if key + shift <= 100 else 0
+            y = renderer.note(PROGRAM_HARMONICS, key - HARMONICS_TRANSPOSE + shift, dur, velocity=vel)
         else:
             y = renderer.note(guitar.program, key, dur, velocity=vel)
             f0 = 440.0 * 2 ** ((key - 69) / 12)
