@@ -134,6 +134,57 @@ class TimeStretchConfig:
 
 
 @dataclass
+class PitchShiftConfig:
+    enabled: bool = True
+    p: float = field(default=0.2, metadata=_range(0.0, 1.0))
+    max_semitones: float = field(default=0.75, metadata=_range(0.0, 3.0))  # uniform in +-max, lengths kept
+
+
+@dataclass
+class SaturationConfig:
+    enabled: bool = True
+    p: float = field(default=0.2, metadata=_range(0.0, 1.0))
+    min_drive_db: float = field(default=0.0, metadata=_range(-20.0, 40.0))  # tanh drive relative to the peak
+    max_drive_db: float = field(default=18.0, metadata=_range(-20.0, 40.0))
+
+
+@dataclass
+class EqConfig:
+    enabled: bool = True
+    p: float = field(default=0.3, metadata=_range(0.0, 1.0))
+    max_db: float = field(default=6.0, metadata=_range(0.0, 24.0))  # control-point gains uniform in +-max_db
+    n_points: int = field(default=6, metadata=_range(2, 32))  # log-spaced 50 Hz .. 16 kHz; more = wigglier curve
+
+
+@dataclass
+class ReverbConfig:
+    enabled: bool = True
+    p: float = field(default=0.3, metadata=_range(0.0, 1.0))
+    min_rt60: float = field(default=0.2, metadata=_range(0.05, 5.0))  # seconds to decay by 60 dB
+    max_rt60: float = field(default=0.8, metadata=_range(0.05, 5.0))
+    min_wet: float = field(default=0.1, metadata=_range(0.0, 1.0))  # share of the reverberant signal
+    max_wet: float = field(default=0.5, metadata=_range(0.0, 1.0))
+
+
+@dataclass
+class OverlayConfig:
+    enabled: bool = True
+    p: float = field(default=0.2, metadata=_range(0.0, 1.0))
+    min_db: float = field(default=-20.0, metadata=_range(-80.0, 0.0))  # the batch's previous note, RMS vs. this one
+    max_db: float = field(default=-6.0, metadata=_range(-80.0, 0.0))
+
+
+@dataclass
+class BandLimitConfig:
+    enabled: bool = True
+    p: float = field(default=0.3, metadata=_range(0.0, 1.0))
+    min_lowpass_hz: float = field(default=2000.0, metadata=_range(100.0, 48000.0))  # corners log-uniform
+    max_lowpass_hz: float = field(default=8000.0, metadata=_range(100.0, 48000.0))
+    min_highpass_hz: float = field(default=60.0, metadata=_range(1.0, 5000.0))
+    max_highpass_hz: float = field(default=300.0, metadata=_range(1.0, 5000.0))
+
+
+@dataclass
 class SpecAugmentConfig:
     enabled: bool = True
     p: float = field(default=0.5, metadata=_range(0.0, 1.0))
@@ -155,6 +206,12 @@ class AugmentationConfig:
     gain: GainConfig = field(default_factory=GainConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     time_stretch: TimeStretchConfig = field(default_factory=TimeStretchConfig)
+    pitch_shift: PitchShiftConfig = field(default_factory=PitchShiftConfig)
+    saturation: SaturationConfig = field(default_factory=SaturationConfig)
+    eq: EqConfig = field(default_factory=EqConfig)
+    reverb: ReverbConfig = field(default_factory=ReverbConfig)
+    overlay: OverlayConfig = field(default_factory=OverlayConfig)
+    band_limit: BandLimitConfig = field(default_factory=BandLimitConfig)
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     mixup: MixupConfig = field(default_factory=MixupConfig)
 
@@ -359,6 +416,12 @@ def check_consistency(cfg: Config) -> None:
         ("gain", a.gain.min_db, a.gain.max_db),
         ("noise", a.noise.min_snr_db, a.noise.max_snr_db),
         ("time_stretch", a.time_stretch.min_rate, a.time_stretch.max_rate),
+        ("saturation", a.saturation.min_drive_db, a.saturation.max_drive_db),
+        ("reverb.min_rt60", a.reverb.min_rt60, a.reverb.max_rt60),
+        ("reverb.min_wet", a.reverb.min_wet, a.reverb.max_wet),
+        ("overlay", a.overlay.min_db, a.overlay.max_db),
+        ("band_limit.min_lowpass_hz", a.band_limit.min_lowpass_hz, a.band_limit.max_lowpass_hz),
+        ("band_limit.min_highpass_hz", a.band_limit.min_highpass_hz, a.band_limit.max_highpass_hz),
     ):
         if lo > hi:
             raise ConfigError(f"augmentation.{key}: the minimum {lo} exceeds the maximum {hi}")
