@@ -40,7 +40,7 @@ class DataConfig:
     # folder for all of them but "demo", or a list with one entry (or None) per table
     audio_root: str | list[str | None] | None = None
     demo_dir: str = "data/demo"
-    demo_recordings: int = field(default=96, metadata=_range(3, 100000))
+    demo_recordings: int = field(default=120, metadata=_range(3, 100000))
     demo_seed: int = 0
     cache_dir: str = "outputs/cache"
     sample_rate: int = field(default=22050, metadata=_range(8000, 96000))
