@@ -171,12 +171,15 @@ def render_sample_note(
     vel = _midi_velocity(note, rng)
     sr = renderer.sample_rate
     if tech == "harmonic":
-        if rng.random() < 0.8:
-            # mostly at the node's pitch; now and then an octave or two higher, as other SoundFonts' harmonics
-            # presets map their keys differently (a harmonic stays a harmonic, whatever its register)
-            shift = int(rng.choice([0, 12, 24], p=[0.7, 0.15, 0.15]))
-            shift = shift if key + shift <= 100 else 0
-            y = renderer.note(PROGRAM_HARMONICS, key - HARMONICS_TRANSPOSE + shift, dur, velocity=vel)
+        # mostly at the node's pitch; now and then an octave or two higher, as other SoundFonts' harmonics
+        # presets map their keys differently (a harmonic stays a harmonic, whatever its register)
+        shift = int(rng.choice([0, 12, 24], p=[0.7, 0.15, 0.15]))
+        shift = shift if key + shift <= 100 else 0
+        played = key - HARMONICS_TRANSPOSE + shift
+        # Merlin's preset is one sample stretched over the keyboard: below key 40 its attack turns into a slow swell
+        # that no plucked harmonic has, so low harmonics mostly come from the filtered instrument instead
+        if rng.random() < (0.8 if played >= 40 else 0.3):
+            y = renderer.note(PROGRAM_HARMONICS, played, dur, velocity=vel)
         else:
             y = renderer.note(guitar.program, key, dur, velocity=vel)
             f0 = 440.0 * 2 ** ((key - 69) / 12)
