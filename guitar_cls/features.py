@@ -12,7 +12,8 @@ covers samples ``[t * hop, t * hop + n_fft)``. A snippet of ``n`` samples has
 valid frames, none of which reads a sample at or past ``n`` (except the single frame of a snippet shorter than
 ``n_fft``, which only sees its own zero padding). Samples past ``lengths`` are zeroed before the STFT and every frame
 past ``frame_lengths`` is set to exactly 0, so a snippet gives the same valid frames alone or padded in a batch
-and models can mask padding.
+and models can mask padding. Only the valid frames are transformed and projected (``projected_spectrogram``; a
+random batch of notes is mostly padding); while tracing for export the dense STFT gives the same values.
 
 Scaling: power spectra are projected (in float32, autocast off), converted to dB with a 1e-10 floor, clipped to
 ``top_db`` below the snippet's own maximum over its valid frames and mapped to ``[0, 1]`` by
@@ -99,6 +100,78 @@ def _project(basis: Tensor, spec: Tensor) -> Tensor:
         return torch.matmul(basis.float(), spec.float())
 
 
+def _tracing() -> bool:
+    """Returns whether the front end is being traced or exported (shapes must not depend on the lengths' values)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
+def _valid_frames_projected(
+    wave: Tensor,
+    lengths: Tensor,
+    window: Tensor,
+    basis: Tensor,
+    n_fft: int,
+    hop_length: int,
+    band: tuple[int, int] | None,
+    magnitude: bool,
+) -> tuple[Tensor, Tensor]:
+    """Returns ``basis`` applied to the power (or magnitude) STFT of the valid frames only, scattered into zeros
+    ``(B, K, T)``, and the frame lengths ``(B,)``.
+
+    Same values as ``_masked(_project(basis, power_spectrogram(...)))`` (up to float summation order), but only the
+    ``sum(frame_lengths)`` valid frames are windowed, transformed and projected: a random batch of notes is mostly
+    padding (median note 0.3 s, padded to the longest, often 3 s), which the dense STFT computed in full.
+    """
+    wave = wave.float()  # (B, N)
+    lengths = lengths.to(wave.device).long()
+    n = wave.shape[-1]
+    if n < n_fft:
+        wave = nn.functional.pad(wave, (0, n_fft - n))
+    frame_lengths = frames_for(lengths, n_fft, hop_length)
+    n_frames = 1 + (wave.shape[-1] - n_fft) // hop_length  # what torch.stft(center=False) gives
+    mask = frame_mask(frame_lengths, n_frames)  # (B, T)
+    frames = wave.unfold(-1, n_fft, hop_length)[mask]  # (V, n_fft): the valid frames, gathered (a copy)
+    # Only the one frame of a snippet shorter than n_fft reaches past its length: zero what it sees there.
+    short = (lengths < n_fft).nonzero().flatten()
+    if short.numel():
+        rows = torch.cumsum(mask.sum(dim=1), 0)[short] - 1  # its (only) frame
+        frames[rows] *= torch.arange(n_fft, device=wave.device)[None, :] < lengths[short, None]
+    spec = torch.fft.rfft(frames.mul_(window), dim=-1)  # (V, n_fft // 2 + 1)
+    if band is not None:
+        spec = spec[:, band[0] : band[1]]
+    parts = torch.view_as_real(spec)  # (V, F, 2)
+    power = parts[..., 0].square() + parts[..., 1].square()  # (V, F); a sum over the last dim of 2 is slow
+    if magnitude:
+        power = power.sqrt()
+    with _autocast_off(wave.device):
+        projected = torch.matmul(power, basis.float().T)  # (V, K)
+    out = projected.new_zeros(wave.shape[0], basis.shape[0], n_frames)  # (B, K, T)
+    out.transpose(1, 2)[mask] = projected
+    return out, frame_lengths
+
+
+def projected_spectrogram(
+    wave: Tensor,
+    lengths: Tensor,
+    window: Tensor,
+    basis: Tensor,
+    n_fft: int,
+    hop_length: int,
+    band: tuple[int, int] | None = None,
+    magnitude: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Returns ``basis (K, F) @ power STFT`` ``(B, K, T)`` (of the magnitude when ``magnitude``), frames past
+    ``frame_lengths`` exactly 0, and the frame lengths ``(B,)``.
+
+    Eagerly only the valid frames are computed; while tracing or exporting, the dense ``power_spectrogram`` (shapes
+    independent of the lengths' values).
+    """
+    if not _tracing():
+        return _valid_frames_projected(wave, lengths, window, basis, n_fft, hop_length, band, magnitude)
+    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length, band)
+    return _masked(_project(basis, power.sqrt() if magnitude else power), frame_lengths), frame_lengths
+
+
 def logmel(
     wave: Tensor,
     lengths: Tensor,
@@ -115,8 +188,7 @@ def logmel(
     ``basis`` is the ``(n_mels, n_fft // 2 + 1)`` Slaney mel filter bank (librosa's default), or its columns
     ``band = (lo, hi)`` when the rest is zero (the STFT rows outside the band are then skipped).
     """
-    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length, band)
-    mel = _project(basis, power)  # (B, M, T)
+    mel, frame_lengths = projected_spectrogram(wave, lengths, window, basis, n_fft, hop_length, band)  # (B, M, T)
     return power_to_unit_db(mel, frame_lengths, top_db)[:, None], frame_lengths
 
 
@@ -136,8 +208,7 @@ def cqt(
     ``basis`` is the ``(n_bins, n_fft // 2 + 1)`` magnitude response of librosa's constant-Q wavelets sampled at the
     STFT bin frequencies; it is applied to the STFT magnitude (as librosa's ``pseudo_cqt``), then squared.
     """
-    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length, band)
-    mag = _project(basis, power.sqrt())  # (B, K, T)
+    mag, frame_lengths = projected_spectrogram(wave, lengths, window, basis, n_fft, hop_length, band, magnitude=True)
     return power_to_unit_db(mag.square(), frame_lengths, top_db)[:, None], frame_lengths
 
 
@@ -156,8 +227,7 @@ def chroma(
 
     ``basis`` is librosa's ``(n_chroma, n_fft // 2 + 1)`` chroma filter bank; ``top_db`` is unused.
     """
-    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length, band)
-    ch = _masked(_project(basis, power), frame_lengths)  # (B, K, T)
+    ch, frame_lengths = projected_spectrogram(wave, lengths, window, basis, n_fft, hop_length, band)  # (B, K, T)
     peak = ch.amax(dim=1, keepdim=True)
     ch = torch.where(peak > _AMIN, ch / peak.clamp(min=_AMIN), torch.zeros_like(ch))
     return ch[:, None], frame_lengths
@@ -190,8 +260,8 @@ def hpss(
     part; padding frames are zero, so edges look the same alone or in a batch), then soft Wiener masks (power 2)
     split the mel power into the two channels.
     """
-    power, frame_lengths = power_spectrogram(wave, lengths, window, n_fft, hop_length, band)
-    mel = _masked(_project(basis, power), frame_lengths)  # (B, M, T), padding frames 0 for the median filters
+    # (B, M, T), padding frames 0 for the median filters
+    mel, frame_lengths = projected_spectrogram(wave, lengths, window, basis, n_fft, hop_length, band)
     harm = _median_filter(mel, kernel, dim=-1)
     perc = _median_filter(mel, kernel, dim=-2)
     h2, p2 = harm.square(), perc.square()

@@ -88,3 +88,45 @@ def test_unknown_feature_raises_listing_known() -> None:
     cfg.name = "mfcc"
     with pytest.raises(ValueError, match="logmel"):
         make_frontend(cfg, SR)
+
+
+@pytest.mark.parametrize("name", list(FEATURES))
+def test_valid_frame_path_equals_the_dense_stft(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eager mode transforms only the valid frames; tracing/export uses the dense STFT: same features either way."""
+    import guitar_cls.features as features
+
+    fe = make_frontend(FeatureConfig(name=name), SR)
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.tensor([900, 2048, 2175, 11025, int(1.7 * SR)])  # below, at and just past n_fft, longer
+    batch = torch.randn(len(lengths), int(lengths.max()), generator=g) * 0.3
+    sparse, fl_sparse = fe(batch, lengths)
+    monkeypatch.setattr(features, "_tracing", lambda: True)
+    dense, fl_dense = fe(batch, lengths)
+    assert torch.equal(fl_sparse, fl_dense)
+    torch.testing.assert_close(sparse, dense, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n", [300, 2047, 2048, 2100])
+def test_snippets_near_n_fft_ignore_garbage_padding(n: int) -> None:
+    """A snippet shorter than n_fft has one frame reaching into the padding; what the batch holds there is ignored."""
+    fe = make_frontend(FeatureConfig(), SR)
+    short = torch.randn(n, generator=torch.Generator().manual_seed(3))
+    alone, fl_alone = fe(short[None], torch.tensor([n]))
+    batch = torch.full((2, 3 * SR // 2), 5.0)
+    batch[0, :n] = short
+    feats, fl = fe(batch, torch.tensor([n, batch.shape[1]]))
+    t = int(fl_alone[0])
+    assert fl[0] == t
+    torch.testing.assert_close(feats[0, :, :, :t], alone[0], atol=1e-5, rtol=0)
+    assert torch.equal(feats[0, :, :, t:], torch.zeros_like(feats[0, :, :, t:]))
+
+
+def test_front_end_stays_fp32_under_bf16_autocast() -> None:
+    fe = make_frontend(FeatureConfig(), SR)
+    wave = _sine(440.0, 0.8)[None] * 0.5
+    n = torch.tensor([wave.shape[1]])
+    plain, _ = fe(wave, n)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed, _ = fe(wave, n)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(plain, mixed)
