@@ -100,8 +100,10 @@ class TrainingConfig:
     early_stopping_patience: int = field(default=6, metadata=_range(1, 1000))
     num_workers: int = field(default=1, metadata=_range(1, 1024))
     use_gpu: bool | None = None  # None -> use a GPU when the cluster has one
-    amp: bool = True  # mixed precision (GPU only)
-    channels_last: bool = True  # GPU only
+    # Mixed precision: None -> where it helps (a GPU; a CPU with native bf16, AVX-512 BF16 or AMX), true forces it
+    # (bf16 on CPU), false keeps fp32. The feature front end always runs in fp32.
+    amp: bool | None = None
+    channels_last: bool = True  # GPU only (on CPU the length masking makes it slower)
     max_failures: int = field(default=1, metadata=_range(0, 100))
     seed: int = 42
     # Length-bucketed batches: ~3x faster on CPU (little padding), but since duration differs by class the batches

@@ -9,15 +9,19 @@ import pytest
 import torch
 
 from guitar_cls.config import config_from_dict
+from guitar_cls.models import build_model
+from guitar_cls.train import loop
 from guitar_cls.train.checkpoint import load_model, save_checkpoint
 from guitar_cls.train.loop import (
     SnippetSet,
     bucket_batches,
     build_optimizer,
+    build_parts,
     build_scheduler,
     collate,
     fit,
     predict_proba,
+    resolve_precision,
 )
 
 SR = 22050
@@ -133,3 +137,98 @@ def test_checkpoint_rebuilds_the_same_predictions(tmp_path):
     p2 = predict_proba(model, frontend, val, batch_size=1)  # alone vs padded in a batch
     np.testing.assert_allclose(p1, p2, atol=1e-4)
     assert np.allclose(p1.sum(1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("amp", "supported", "expected"),
+    [(None, True, torch.bfloat16), (None, False, None), (True, False, torch.bfloat16), (False, True, None)],
+)
+def test_amp_null_uses_bf16_on_cpu_only_where_supported(monkeypatch, amp, supported, expected):
+    monkeypatch.setattr(loop, "cpu_bf16_supported", lambda: supported)
+    cfg = _cfg(amp=amp)
+    assert resolve_precision(cfg.training, torch.device("cpu")) == (expected, False)
+    parts = build_parts(cfg, np.array([1, 1, 1]), 1, torch.device("cpu"))
+    assert parts.amp_dtype == expected and not parts.channels_last
+    # CUDA: amp unless disabled, channels-last as configured (a device object needs no GPU)
+    cuda = torch.device("cuda")
+    assert resolve_precision(cfg.training, cuda) == (None if amp is False else torch.bfloat16, True)
+
+
+@pytest.mark.parametrize(
+    ("mkldnn", "avx512_bf16", "amx", "expected"),
+    [(True, True, False, True), (True, False, True, True), (True, False, False, False), (False, True, True, False)],
+)
+def test_cpu_bf16_detection_needs_onednn_and_a_bf16_unit(monkeypatch, mkldnn, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: mkldnn)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert loop.cpu_bf16_supported() is expected
+
+
+def _padded_batch(seed: int, garbage: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns features (4, 1, 32, 60) whose frames past the lengths hold ``garbage``, and the lengths."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([60, 41, 17, 5])
+    x = torch.rand(4, 1, 32, 60, generator=g)
+    pad = torch.arange(60)[None, :] >= lengths[:, None]  # (B, T)
+    return x.masked_fill(pad[:, None, None, :], garbage), lengths
+
+
+def test_bf16_training_step_ignores_padding_exactly():
+    """Under bf16 autocast the length masking still zeroes padding exactly: garbage there changes nothing at all."""
+    grads, logits = [], []
+    for garbage in (0.0, 7.5):
+        torch.manual_seed(0)
+        model = build_model("resnet", base_width=8, blocks=[1, 1, 1, 1], dropout=0.0)
+        x, lengths = _padded_batch(0, garbage)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x, lengths)
+        torch.nn.functional.cross_entropy(out.float(), torch.tensor([0, 1, 2, 0])).backward()
+        logits.append(out.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert logits[0].dtype == torch.bfloat16
+    assert torch.equal(logits[0], logits[1])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_bf16_logits_stay_close_to_fp32():
+    torch.manual_seed(0)
+    model = build_model("resnet", base_width=8, blocks=[1, 1, 1, 1]).eval()
+    x, lengths = _padded_batch(1, 0.0)
+    with torch.no_grad():
+        fp32 = model(x, lengths)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = model(x, lengths).float()
+    torch.testing.assert_close(bf16, fp32, atol=0.05 * fp32.abs().max().item(), rtol=0.0)
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenet_v3_small"])
+def test_channels_last_model_gives_the_same_logits(name):
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=2).eval()
+    x, lengths = _padded_batch(2, 0.0)
+    x = torch.cat([x, x.flip(2)], dim=1)  # two channels, so that channels-last is a different layout
+    with torch.no_grad():
+        plain = model(x, lengths)
+        cl = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last), lengths)
+    torch.testing.assert_close(cl, plain, atol=1e-4, rtol=1e-4)
+
+
+def test_validation_features_are_computed_once_and_give_the_same_probabilities(monkeypatch):
+    val = _toy_set(20, 3)
+    cfg = _cfg(amp=False)
+    parts = build_parts(cfg, val.class_counts(), 1, torch.device("cpu"))
+    calls = []
+    parts.frontend.register_forward_hook(lambda *_: calls.append(1))
+    plain = predict_proba(parts.model, parts.frontend, val, 8)
+    n_batches = len(calls)
+    cache: list = []
+    first = predict_proba(parts.model, parts.frontend, val, 8, feature_cache=cache)
+    second = predict_proba(parts.model, parts.frontend, val, 8, feature_cache=cache)
+    assert len(calls) == 2 * n_batches and len(cache) == n_batches  # the second call read the cache
+    np.testing.assert_array_equal(first, plain)
+    np.testing.assert_array_equal(second, plain)
+    monkeypatch.setattr(loop, "FEATURE_CACHE_BYTES", 0)  # too big to keep: computed every time
+    small: list = []
+    predict_proba(parts.model, parts.frontend, val, 8, feature_cache=small)
+    assert small == [] and len(calls) == 3 * n_batches

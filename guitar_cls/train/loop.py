@@ -12,7 +12,8 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,7 @@ class TrainParts:
     device: torch.device
     amp_dtype: torch.dtype | None
     channels_last: bool
+    feature_caches: dict[str, list] = field(default_factory=dict)  # split prefix -> predict_proba's feature_cache
 
 
 def build_optimizer(params: Any, tc: TrainingConfig) -> torch.optim.Optimizer:
@@ -154,6 +156,38 @@ def pick_device(tc: TrainingConfig) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if want else torch.device("cpu")
 
 
+def cpu_bf16_supported() -> bool:
+    """Returns whether this CPU computes bf16 natively (AVX-512 BF16 or AMX tiles) and oneDNN can use it.
+
+    Elsewhere bf16 is emulated and slower than fp32, so ``training.amp: null`` keeps fp32 there.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(probe is not None for probe in probes):
+        return any(probe is not None and probe() for probe in probes)
+    try:  # an older torch without the probes: the kernel's CPU flags
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(tc: TrainingConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """Returns ``(autocast dtype or None, channels_last)`` for training and evaluation on ``device``.
+
+    ``tc.amp`` None means "where it helps": bf16 on CUDA, and on a CPU with native bf16 (``cpu_bf16_supported``:
+    the default resnet's step 1.6x faster on AVX-512 BF16); true forces bf16, false keeps fp32. Channels-last
+    follows ``tc.channels_last`` on CUDA only: on CPU the length masking of padded batches (masked_fill between
+    layers) loses the channels-last layout and a bf16 step got slower with it (518 vs 423 ms, one thread).
+    """
+    if tc.amp is None:
+        on = device.type == "cuda" or (device.type == "cpu" and cpu_bf16_supported())
+    else:
+        on = tc.amp
+    return (torch.bfloat16 if on else None), device.type == "cuda" and tc.channels_last
+
+
 def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, device: torch.device) -> TrainParts:
     """Returns model, front end, augmentation, loss, optimizer and scheduler for ``cfg`` on ``device``."""
     tc = cfg.training
@@ -162,8 +196,8 @@ def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, dev
     if cfg.model.pretrained:
         hp["pretrained"] = cfg.model.pretrained
     model = build_model(cfg.model.name, n_classes=len(LABELS), in_channels=frontend.in_channels, **hp).to(device)
-    cuda = device.type == "cuda"
-    if cuda and tc.channels_last:
+    amp_dtype, channels_last = resolve_precision(tc, device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), tc)
     weights_counts = torch.as_tensor(class_counts, dtype=torch.float32)
@@ -175,8 +209,8 @@ def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, dev
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, tc, steps_per_epoch),
         device=device,
-        amp_dtype=torch.bfloat16 if cuda and tc.amp else None,
-        channels_last=cuda and tc.channels_last,
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
     )
 
 
@@ -227,6 +261,30 @@ def train_one_epoch(
     return {"train/loss": total / max(count, 1), "train/samples_per_s": count / max(seconds, 1e-9)}
 
 
+FEATURE_CACHE_BYTES = 512 * 2**20  # validation features kept between epochs up to this size
+
+
+def _feature_batches(
+    frontend: nn.Module, data: SnippetSet, batch_size: int, device: torch.device
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """Yields ``(indices, feats (B, C, F, T), frame_lengths (B,))`` over ``data`` in length-sorted batches."""
+    for idx in bucket_batches(data.lengths, batch_size, shuffle=False):
+        waves, lengths, _ = collate(data, idx, device)
+        yield (idx, *frontend(waves, lengths))
+
+
+def _feature_bytes(frontend: nn.Module, data: SnippetSet, batch_size: int) -> int:
+    """Returns the size of every padded fp32 feature batch of ``data`` (what ``feature_cache`` would hold)."""
+    n_frames = getattr(frontend, "frames_for", None)
+    if n_frames is None:
+        return FEATURE_CACHE_BYTES + 1
+    per_frame = 4 * frontend.in_channels * frontend.n_bins
+    return sum(
+        len(idx) * int(n_frames(int(data.lengths[idx].max()))) * per_frame
+        for idx in bucket_batches(data.lengths, batch_size, shuffle=False)
+    )
+
+
 @torch.no_grad()
 def predict_proba(
     model: nn.Module,
@@ -235,16 +293,23 @@ def predict_proba(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
+    feature_cache: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]] | None = None,
 ) -> np.ndarray:
-    """Returns class probabilities (N, n_classes) for ``data`` in its own order."""
+    """Returns class probabilities (N, n_classes) for ``data`` in its own order.
+
+    ``feature_cache``: a list owned by the caller for a ``data`` that does not change (validation): filled with the
+    front end's batches on the first call when they fit in ``FEATURE_CACHE_BYTES``, then read instead of recomputing
+    them (the front end is fixed and no augmentation applies outside training).
+    """
     device = torch.device(device)
     model.eval()
     frontend.eval()
     out = np.zeros((len(data), len(LABELS)), dtype=np.float32)
-    for idx in bucket_batches(data.lengths, batch_size, shuffle=False):
-        waves, lengths, _ = collate(data, idx, device)
-        feats, frames = frontend(waves, lengths)
-        ctx = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    if feature_cache == [] and _feature_bytes(frontend, data, batch_size) <= FEATURE_CACHE_BYTES:
+        feature_cache.extend(_feature_batches(frontend, data, batch_size, device))
+    batches = feature_cache or _feature_batches(frontend, data, batch_size, device)
+    ctx = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    for idx, feats, frames in batches:
         with ctx:
             logits = model(feats, frames)
         out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
@@ -294,7 +359,10 @@ def split_metrics(parts: TrainParts, data: SnippetSet, prefix: str, batch_size: 
     """Returns metrics of the whole split (every rank predicts its share; predictions are gathered)."""
     rank, world = _world()
     idx = np.arange(rank, len(data), world)
-    probs = predict_proba(parts.model, parts.frontend, data.subset(idx), batch_size, parts.device, parts.amp_dtype)
+    cache = parts.feature_caches.setdefault(prefix, [])
+    probs = predict_proba(
+        parts.model, parts.frontend, data.subset(idx), batch_size, parts.device, parts.amp_dtype, cache
+    )
     idx, probs = gather_predictions(idx, probs)
     metrics = classification_metrics(data.labels[idx], probs)
     out = {f"{prefix}/{k}": v for k, v in metrics.items() if not isinstance(v, list)}
