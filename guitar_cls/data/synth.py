@@ -430,13 +430,15 @@ def _annotate(notes: list[_Note], rng: np.random.Generator, exact: bool) -> list
     early, as in IDMT dataset2, else a few ms of jitter), offsets loosely; exact played times with ``exact``."""
     early = rng.uniform(0.03, 0.06) if rng.random() < 0.4 else 0.0  # this annotator's habit
     events = []
-    for note in notes:
+    for i, note in enumerate(notes):
         if exact:
             onset, offset = note.onset, note.onset + note.duration
         else:
             lead = early + (rng.uniform(0.0, 0.04) if early and rng.random() < 0.2 else 0.0)
             onset = max(0.0, note.onset - lead + float(np.clip(rng.normal(-0.005, 0.008), -0.03, 0.02)))
             offset = note.onset + note.duration + float(np.clip(rng.normal(0.0, 0.012), -0.02, 0.04))
+            if i + 1 < len(notes):  # an annotator stops a note before the next one's attack, not inside it
+                offset = min(offset, notes[i + 1].onset - 0.005)
             offset = max(offset, onset + 0.02)
         events.append(
             {
