@@ -12,6 +12,7 @@ COMMANDS = {
     "duration-baseline": "guitar_cls.benchmarks.duration",
     "featurize": "guitar_cls.benchmarks.featurize",
     "train": "guitar_cls.benchmarks.train",
+    "profile": "guitar_cls.benchmarks.profile",
     "latency": "guitar_cls.benchmarks.latency",
     "segmentation": "guitar_cls.benchmarks.segmentation",
     "domain-gap": "guitar_cls.benchmarks.domain_gap",
