@@ -1,8 +1,8 @@
 """Where a training step's time goes: the real ``train_one_epoch`` and validation pass of a config, timed by section.
 
 Sections are timed with ``time.perf_counter`` (CPU ops run synchronously; on CUDA each boundary synchronises), or
-with process CPU time (``--clock cpu``, for a machine shared with other jobs), through
-hooks on the loop's own pieces, so what is measured is the code that trains, not a copy of it: ``collate``
+with process CPU time (``--clock cpu``, for a machine shared with other jobs), through hooks on the loop's own
+pieces, so what is measured is the code that trains, not a copy of it: ``collate``
 (batching and padding), each waveform augmentation (``aug/<effect>``, plus ``aug/other``: drawing and row
 bookkeeping), ``frontend`` (features), ``spec_augment``, ``mixup``, ``forward`` (model, under the loop's autocast),
 ``loss``, ``backward`` (loss to the last parameter gradient), ``optimizer`` (the step) and ``other`` (zero_grad,
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 class Sections:
-    """Accumulates wall seconds per named section; nested sections each count their own full time."""
+    """Accumulates seconds of ``clock`` per named section; nested sections each count their own full time."""
 
     def __init__(self, device: torch.device, clock: Callable[[], float] = time.perf_counter) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
@@ -135,6 +135,8 @@ def instrument(parts: loop.TrainParts, sections: Sections) -> Iterator[None]:
             marks["backward_end"] = sections.clock()
 
         def step_start(*_: Any) -> None:
+            if sections.device.type == "cuda":  # gradient hooks fire when the kernels are queued, not done
+                marks["backward_end"] = sections._now()
             if "backward_start" in marks and "backward_end" in marks and sections.enabled:
                 sections.seconds["backward"] += marks["backward_end"] - marks["backward_start"]
             marks.clear()

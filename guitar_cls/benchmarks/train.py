@@ -4,14 +4,17 @@ Baseline (the brief's loader): a torch Dataset whose ``__getitem__`` reads the s
 duration, 22,050 Hz), peak-normalises, pads to the 3-s window and computes the librosa log-mel, in a DataLoader with
 2 workers. Ours: processed waveforms from the featurization cache, length-bucketed batches (``train_ratio``; also
 measured with random batches, the training default, as ``train_ratio_random_batches``), the batched torch front
-end. Both train the brief's ResNet (``base_width=64``) for one epoch with augmentation off.
+end, the training defaults' precision (``training.amp: null``: bf16 autocast where the CPU has native bf16). Both
+train the brief's ResNet (``base_width=64``) for one epoch with augmentation off; then both train the default
+config's own model (``default_model_*``: the baseline's loader with that model, against ours with random batches).
 
-    python jobs/benchmark.py train [--metadata M --audio-root R] [--limit 256] [--base-width 64]
+    python jobs/benchmark.py train [--metadata M --audio-root R] [--limit 256] [--base-width 64] [--set k=v ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,11 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from guitar_cls.config import config_from_dict
+from guitar_cls.config import Config, ModelConfig, load_config
 from guitar_cls.data.pipeline import cache_dataset
 from guitar_cls.data.schema import LABEL_TO_INDEX, read_metadata
-from guitar_cls.data.source import resolve_data
-from guitar_cls.train.loop import bucket_batches, build_parts, train_one_epoch
+from guitar_cls.data.source import data_overrides, resolve_data
+from guitar_cls.models import build_model
+from guitar_cls.train.loop import bucket_batches, build_parts, resolve_precision, train_one_epoch
 from guitar_cls.train.ray_train import split_sets
 
 
@@ -72,15 +76,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--base-width", type=int, default=64, help="ResNet width (64 = the brief's model)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for ours")
     args = parser.parse_args(argv)
-    cfg = config_from_dict(
-        {
-            "data": {"metadata": args.metadata, "audio_root": args.audio_root},
-            "model": {"name": "resnet", "params": {"base_width": args.base_width}},
-            "augmentation": {"enabled": False},
-            "training": {"batch_size": args.batch_size, "use_gpu": False, "epochs": 1, "scheduler": "none"},
-        }
+    cfg = load_config(
+        None,
+        [
+            *data_overrides([args.metadata] if args.metadata else [], [args.audio_root] if args.audio_root else []),
+            "augmentation.enabled=false",
+            f"training.batch_size={args.batch_size}",
+            "training.use_gpu=false",
+            "training.epochs=1",
+            "training.scheduler=none",
+            *args.set,
+        ],
     )
+    brief = dataclasses.replace(cfg, model=ModelConfig("resnet", {"base_width": args.base_width}))
     torch.set_num_threads(args.threads)
     metadata, audio_root = resolve_data(cfg.data)
     df = read_metadata(metadata)
@@ -95,40 +105,47 @@ def main(argv: list[str]) -> int:
         )
         for r in sub.itertuples()
     ]
-
-    torch.manual_seed(0)
-    from guitar_cls.models import build_model
-
-    model = build_model("resnet", in_channels=1, base_width=args.base_width)
-    loader = DataLoader(
-        BriefSnippets(items), batch_size=args.batch_size, shuffle=True, num_workers=2, persistent_workers=False
-    )
-    baseline = _epoch_baseline(model, loader)
-
     cache = cache_dataset(df, audio_root, cfg.data)  # built once, shared by every trial (see the featurize bench)
 
-    def ours(bucket: bool) -> float:
+    def baseline(model_cfg: ModelConfig) -> float:
+        torch.manual_seed(0)
+        model = build_model(model_cfg.name, in_channels=1, **model_cfg.params)
+        loader = DataLoader(
+            BriefSnippets(items), batch_size=args.batch_size, shuffle=True, num_workers=2, persistent_workers=False
+        )
+        return _epoch_baseline(model, loader)
+
+    def ours(run_cfg: Config, bucket: bool) -> float:
         t0 = time.perf_counter()
         data = split_sets(str(cache.path), {"bench": list(sub.index)})["bench"]
         torch.manual_seed(0)
-        parts = build_parts(cfg, data.class_counts(), 1, torch.device("cpu"))
+        parts = build_parts(run_cfg, data.class_counts(), 1, torch.device("cpu"))
         batches = bucket_batches(
             data.lengths, args.batch_size, shuffle=True, rng=np.random.default_rng(0), bucket=bucket
         )
-        train_one_epoch(parts, data, cfg, batches, torch.Generator().manual_seed(0))
+        train_one_epoch(parts, data, run_cfg, batches, torch.Generator().manual_seed(0))
         return len(data) / (time.perf_counter() - t0)
 
-    bucketed, random_batches = ours(True), ours(False)
+    brief_base = baseline(brief.model)
+    bucketed, random_batches = ours(brief, True), ours(brief, False)
+    default_base = baseline(cfg.model)
+    default_random = ours(cfg, False)
+    amp_dtype, _ = resolve_precision(cfg.training, torch.device("cpu"))
     print(
         json.dumps(
             {
                 "samples": len(sub),
                 "model": f"resnet base_width={args.base_width}",
-                "baseline_samples_per_s": round(baseline, 2),
+                "ours_precision": str(amp_dtype or torch.float32).replace("torch.", ""),
+                "baseline_samples_per_s": round(brief_base, 2),
                 "ours_samples_per_s": round(bucketed, 2),
-                "train_ratio": round(bucketed / baseline, 2),
+                "train_ratio": round(bucketed / brief_base, 2),
                 "ours_random_batches_samples_per_s": round(random_batches, 2),
-                "train_ratio_random_batches": round(random_batches / baseline, 2),
+                "train_ratio_random_batches": round(random_batches / brief_base, 2),
+                "default_model": f"{cfg.model.name} {json.dumps(cfg.model.params, sort_keys=True)}",
+                "default_model_baseline_samples_per_s": round(default_base, 2),
+                "default_model_ours_random_batches_samples_per_s": round(default_random, 2),
+                "default_model_train_ratio_random_batches": round(default_random / default_base, 2),
             }
         )
     )
