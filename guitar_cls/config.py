@@ -97,7 +97,7 @@ class TrainingConfig:
     focal_gamma: float = field(default=2.0, metadata=_range(0.0, 10.0))
     class_weights: str = field(default="balanced", metadata=_choices("balanced", "none"))
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.5))
-    early_stopping_patience: int = field(default=6, metadata=_range(1, 1000))
+    early_stopping_patience: int = field(default=10, metadata=_range(1, 1000))
     num_workers: int = field(default=1, metadata=_range(1, 1024))
     use_gpu: bool | None = None  # None -> use a GPU when the cluster has one
     # Mixed precision: None -> where it helps (a GPU; a CPU with native bf16, AVX-512 BF16 or AMX), true forces it
