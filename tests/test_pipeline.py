@@ -330,3 +330,114 @@ def test_featurize_benchmark_prints_its_json_line(ray_local, tiny_demo, capsys) 
     for key in ("seed_loader_items_per_s", "first_pass_items_per_s", "cached_items_per_s"):
         assert line[key] > 0, key
     assert line["first_pass_ratio"] > 0 and line["cached_ratio"] > 0
+
+
+# --- concurrent builds, corrupt manifests, crash leftovers (issue 10.3) -------------------------------------------
+
+
+def _featurize_in_process(items, out_dir, quarantine_dir, data_cfg, features_cfg, progress) -> None:
+    """Stands in for the Ray Data pass: the same featurize_recordings, one Parquet part, no Ray."""
+    import pyarrow.parquet as pq
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = pipeline.featurize_recordings(pd.DataFrame(items), data_cfg, str(quarantine_dir), features_cfg)
+    pq.write_table(table, out_dir / "part-0.parquet")
+
+
+def _concurrent_builder(df, root, cache_dir, delay, barrier, results) -> None:
+    """One of two processes building the same key at once (run with the spawn start method)."""
+    import time
+
+    builds = []
+
+    def slow_featurize(*args) -> None:
+        builds.append(1)
+        time.sleep(delay)  # keeps the other process's miss inside this build
+        _featurize_in_process(*args)
+
+    pipeline._featurize_to_parquet = slow_featurize
+    barrier.wait()
+    res = cache_dataset(df, root, DataConfig(cache_dir=cache_dir), progress=False)
+    manifest_inode = (res.path / "manifest.json").stat().st_ino
+    reads, failures = 0, []
+    end = time.monotonic() + 2.5  # keep reading while the other process may still be at work
+    while time.monotonic() < end:
+        try:
+            assert load_cache(res.path)["row"].tolist() == [0, 1, 2, 3, 4]
+            reads += 1
+        except Exception as e:  # a half-deleted or replaced cache
+            failures.append(f"{type(e).__name__}: {e}")
+        time.sleep(0.05)
+    results.put({"hit": res.hit, "path": str(res.path), "builds": len(builds), "inode": manifest_inode,
+                 "reads": reads, "failures": failures})  # fmt: skip
+
+
+def test_two_processes_building_the_same_key_make_one_cache(good_set, tmp_path) -> None:
+    import multiprocessing as mp
+
+    df, root = good_set
+    cache_dir = tmp_path / "cache"
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [
+        ctx.Process(target=_concurrent_builder, args=(df, root, str(cache_dir), delay, barrier, results))
+        for delay in (1.0, 1.5)
+    ]
+    for p in procs:
+        p.start()
+    out = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert sum(r["builds"] for r in out) == 1, out  # the second process waited and used the first one's cache
+    assert sorted(r["hit"] for r in out) == [False, True]
+    assert len({r["path"] for r in out}) == 1
+    final = Path(out[0]["path"])
+    assert all(r["inode"] == (final / "manifest.json").stat().st_ino for r in out), "the finished cache was replaced"
+    assert all(r["reads"] > 0 and not r["failures"] for r in out), out
+    assert sorted(p.name for p in cache_dir.iterdir()) == sorted([final.name, f"{final.name}.lock"])
+
+
+@pytest.mark.parametrize("text", ["", '{"key": "abc", "n_win', "[1, 2]", '{"n_windows": 5}', "\xff\xfe"])
+def test_a_corrupt_manifest_is_a_miss_and_the_cache_is_rebuilt(good_set, tmp_path, monkeypatch, text) -> None:
+    df, root = good_set
+    monkeypatch.setattr(pipeline, "_featurize_to_parquet", _featurize_in_process)
+    cfg = DataConfig(cache_dir=str(tmp_path / "cache"))
+    first = cache_dataset(df, root, cfg, progress=False)
+    (first.path / "manifest.json").write_text(text, encoding="latin-1")
+    again = cache_dataset(df, root, cfg, progress=False)
+    assert not again.hit and again.path == first.path and again.n_rows == 5
+    assert json.loads((again.path / "manifest.json").read_text())["key"] == first.key
+    assert load_cache(again.path)["row"].tolist() == [0, 1, 2, 3, 4]
+    assert cache_dataset(df, root, cfg, progress=False).hit
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")] == []
+
+
+def test_build_leftovers_are_removed_only_when_stale_and_unlocked(good_set, tmp_path, monkeypatch) -> None:
+    import os
+    import time
+
+    from filelock import FileLock
+
+    df, root = good_set
+    monkeypatch.setattr(pipeline, "_featurize_to_parquet", _featurize_in_process)
+    cfg = DataConfig(cache_dir=str(tmp_path / "cache"))
+    cache_root = tmp_path / "cache"
+    own = cache_key(df, root, cfg)
+    old = time.time() - 2 * pipeline.STALE_TMP_SECONDS
+    dirs = {
+        "own": cache_root / f".tmp-{own}-00000000",  # this key's lock is held by the build: a crash leftover
+        "stale": cache_root / f".tmp-{'a' * 64}-11111111",
+        "locked": cache_root / f".tmp-{'b' * 64}-22222222",  # old, but a build of that key still holds its lock
+        "fresh": cache_root / f".tmp-{'c' * 64}-33333333",
+    }
+    for name, d in dirs.items():
+        (d / "data").mkdir(parents=True)
+        if name != "fresh":
+            os.utime(d, (old, old))
+    with FileLock(str(cache_root / f"{'b' * 64}.lock")):
+        res = cache_dataset(df, root, cfg, progress=False)
+    assert not res.hit
+    assert {name: d.exists() for name, d in dirs.items()} == {
+        "own": False, "stale": False, "locked": True, "fresh": True
+    }  # fmt: skip

@@ -17,8 +17,13 @@ its own key (waveform settings + feature settings); the waveform-only key does n
 ``load_cache(..., with_features=True)`` returns views into one buffer and ``pad_features`` makes the padded batch
 ``FeatureFrontend`` would have returned.
 
-It is built in a temporary sibling directory and renamed into place, so a crash never leaves a half cache. With a
-shared filesystem ``cache_dir`` must be visible to every node (Ray workers write the Parquet files).
+It is built in a temporary sibling directory ``.tmp-<key>-<id>`` and renamed into place, so a crash never leaves a
+half cache. One build per key at a time: builders hold ``<key>.lock`` (a file lock) and look for a finished cache
+again once they hold it, so a second process missing the same key waits and then uses the first one's cache. A
+directory with a valid manifest is never deleted; a missing or corrupt manifest is a miss and only then is the
+directory replaced. Crash leftovers (``.tmp-*``) are removed by a later build once older than
+``STALE_TMP_SECONDS`` and not locked. With a shared filesystem ``cache_dir`` must be visible to every node (Ray
+workers write the Parquet files) and support file locks.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from filelock import FileLock, Timeout
 
 from guitar_cls.config import DataConfig, FeatureConfig
 from guitar_cls.data.audio import AudioError, prepare_waveform, read_segments, read_span
@@ -56,6 +62,7 @@ CACHE_COLUMNS: tuple[str, ...] = ("row", "window", "label", "source_audio", "wav
 FEATURE_COLUMNS: tuple[str, ...] = ("n_frames", "features")
 FEATURE_DTYPE = np.dtype(np.float16)  # cached spectrograms; values in [0, 1], so the rounding error is <= 2.5e-4
 QUARANTINE_COLUMNS: tuple[str, ...] = ("row", "file", "reason")
+STALE_TMP_SECONDS = 3600.0  # an unlocked build folder older than this is a crash leftover
 
 _SCHEMA = pa.schema(
     [
@@ -288,6 +295,102 @@ def read_quarantine(path: str | Path) -> pd.DataFrame:
     return q[list(QUARANTINE_COLUMNS)]
 
 
+def _lock_path(cache_root: Path, key: str) -> Path:
+    return cache_root / f"{key}.lock"
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    """Returns the manifest of the cache directory ``path``, or None when it is missing or corrupt (not JSON, not
+    an object, or without the key and window count a finished build writes)."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("key") != path.name
+        or not isinstance(manifest.get("n_windows"), int)
+    ):
+        return None
+    return manifest
+
+
+def _cache_hit(final: Path, key: str, data_cfg: DataConfig, kind: str) -> CacheResult | None:
+    """Returns the finished cache at ``final`` (raising for quarantined rows in strict mode), or None on a miss."""
+    manifest = _read_manifest(final)
+    if manifest is None:
+        if (final / "manifest.json").exists():
+            log.warning("%s cache %s has a corrupt manifest: rebuilding it", kind, final)
+        return None
+    try:
+        quarantine = read_quarantine(final)
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("%s cache %s has an unreadable quarantine table (%s): rebuilding it", kind, final, e)
+        return None
+    log.info("%s cache hit %s (%d windows, %d quarantined)", kind, final, manifest["n_windows"], len(quarantine))
+    _raise_if_strict(data_cfg, quarantine)
+    return CacheResult(final, key, True, int(manifest["n_windows"]), quarantine)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a fsynced temporary file renamed over it: readers see all or nothing."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_builds(cache_root: Path, own_key: str) -> None:
+    """Removes crash leftovers ``.tmp-<key>-<id>``: at once for ``own_key`` (its lock is held by the caller, so no
+    build of it runs), for other keys only when older than STALE_TMP_SECONDS and their lock is free."""
+    now = time.time()
+    for tmp in cache_root.glob(".tmp-*"):
+        key = tmp.name[len(".tmp-") :].rsplit("-", 1)[0]
+        if key != own_key:
+            try:
+                if now - tmp.stat().st_mtime < STALE_TMP_SECONDS:
+                    continue
+            except FileNotFoundError:
+                continue
+            lock = FileLock(str(_lock_path(cache_root, key)))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                continue  # a build of that key still runs
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+            finally:
+                lock.release()
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("removed the leftover cache build %s", tmp)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Renames the finished build ``tmp`` to ``final``. The caller holds the key's lock and found no valid manifest
+    in ``final``, so an existing ``final`` is a partial or corrupt cache: it is moved aside, then removed."""
+    if final.exists():
+        aside = final.with_name(f".tmp-{final.name}-{uuid.uuid4().hex[:8]}")
+        os.rename(final, aside)  # a reader with open files keeps them; the path is free for the rename below
+        shutil.rmtree(aside, ignore_errors=True)
+    os.rename(tmp, final)
+    _fsync_dir(final.parent)
+
+
 def cache_dataset(
     df: pd.DataFrame,
     audio_root: str | Path,
@@ -298,64 +401,101 @@ def cache_dataset(
 ) -> CacheResult:
     """Returns the waveform cache of ``df`` under ``data_cfg.cache_dir/<key>/``, building it with Ray Data on a miss.
 
-    A hit (``manifest.json`` present) reads only the manifest and quarantine table: no audio and no Ray work. Bad
+    A hit (a valid ``manifest.json``) reads only the manifest and quarantine table: no audio and no Ray work. Bad
     events go to ``quarantine.csv``; with ``data_cfg.strict`` any of them raises AudioError naming the rows. With
-    ``features_cfg`` the cache (a separate key) also holds every window's spectrogram from that front end.
+    ``features_cfg`` the cache (a separate key) also holds every window's spectrogram from that front end. A build
+    holds the key's file lock: a concurrent call for the same key waits and then returns the finished cache.
     """
     audio_root = Path(audio_root).resolve()
     key = cache_key(df, audio_root, data_cfg, features_cfg)
     kind = "waveform" if features_cfg is None else f"waveform+{features_cfg.name}"
     cache_root = Path(data_cfg.cache_dir).resolve()
     final = cache_root / key
-    if (final / "manifest.json").is_file():
-        manifest = json.loads((final / "manifest.json").read_text())
-        quarantine = read_quarantine(final)
-        log.info("%s cache hit %s (%d windows, %d quarantined)", kind, final, manifest["n_windows"], len(quarantine))
-        _raise_if_strict(data_cfg, quarantine)
-        return CacheResult(final, key, True, int(manifest["n_windows"]), quarantine)
+    hit = _cache_hit(final, key, data_cfg, kind)
+    if hit is not None:
+        return hit
+    cache_root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(_lock_path(cache_root, key)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("%s cache %s is being built by another process: waiting for it", kind, final)
+        lock.acquire()
+    try:
+        hit = _cache_hit(final, key, data_cfg, kind)  # the other process may have finished it while we waited
+        if hit is not None:
+            return hit
+        _remove_stale_builds(cache_root, key)
+        return _build_cache(df, audio_root, data_cfg, features_cfg, key, final, kind, progress)
+    finally:
+        lock.release()
 
+
+def _featurize_to_parquet(
+    items: list[dict[str, Any]],
+    out_dir: Path,
+    quarantine_dir: Path,
+    data_cfg: DataConfig,
+    features_cfg: FeatureConfig | None,
+    progress: bool,
+) -> None:
+    """Writes the windows of every work item as Parquet parts into ``out_dir`` (Ray Data tasks); bad events go to
+    CSV parts in ``quarantine_dir``."""
     import ray.data
 
     _ensure_ray()
-    t0 = time.perf_counter()
-    items, pre_bad = _work_items(df, audio_root)
     n_cpus = _cluster_cpus()
     n_blocks = max(1, min(len(items), max(4 * n_cpus, len(items) // 4)))
-    log.info(
-        "%s cache miss: %d events in %d recordings -> %s (%d blocks, up to %d tasks)",
-        kind,
-        len(df),
-        len(items),
-        final,
-        n_blocks,
-        n_cpus,
-    )
-    tmp = cache_root / f".tmp-{key[:16]}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    log.info("featurizing %d recordings in %d blocks, up to %d tasks", len(items), n_blocks, n_cpus)
     ctx = ray.data.DataContext.get_current()
     old_bars = ctx.enable_progress_bars
     ctx.enable_progress_bars = progress
     try:
+        # one streaming pass: recordings -> windows -> Parquet, in tasks (never waits for an actor CPU) of one CPU
+        # each, as many at a time as there are free CPUs. The default task pool lets Ray Data fuse map and write
+        # into one operator: a TaskPoolStrategy(size=...) here kept Write apart, sending every block through the
+        # object store and leaving one CPU of two to the writer (the build took ~1.6x as long).
+        ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
+            featurize_recordings,
+            batch_size=None,
+            batch_format="pandas",
+            fn_kwargs={"data_cfg": data_cfg, "quarantine_dir": str(quarantine_dir), "features_cfg": features_cfg},
+            num_cpus=1,
+        ).write_parquet(str(out_dir), use_dictionary=["source_audio"])  # no dictionary for samples
+    finally:
+        ctx.enable_progress_bars = old_bars
+
+
+def _build_cache(
+    df: pd.DataFrame,
+    audio_root: Path,
+    data_cfg: DataConfig,
+    features_cfg: FeatureConfig | None,
+    key: str,
+    final: Path,
+    kind: str,
+    progress: bool,
+) -> CacheResult:
+    """Builds the cache of ``key`` in a temporary sibling of ``final`` and renames it into place (key lock held)."""
+    t0 = time.perf_counter()
+    items, pre_bad = _work_items(df, audio_root)
+    log.info("%s cache miss: %d events in %d recordings -> %s", kind, len(df), len(items), final)
+    tmp = final.with_name(f".tmp-{key}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
         parts = tmp / "quarantine_parts"
         parts.mkdir()
-        if items:
-            # one streaming pass: recordings -> windows -> Parquet, in tasks (never waits for an actor CPU) of one CPU
-            # each, as many at a time as there are free CPUs. The default task pool lets Ray Data fuse map and write
-            # into one operator: a TaskPoolStrategy(size=...) here kept Write apart, sending every block through the
-            # object store and leaving one CPU of two to the writer (the build took ~1.6x as long).
-            ray.data.from_items(items, override_num_blocks=n_blocks).map_batches(
-                featurize_recordings,
-                batch_size=None,
-                batch_format="pandas",
-                fn_kwargs={"data_cfg": data_cfg, "quarantine_dir": str(parts), "features_cfg": features_cfg},
-                num_cpus=1,
-            ).write_parquet(str(tmp / "data"), use_dictionary=["source_audio"])  # no dictionary for samples
         data_dir = tmp / "data"
+        if items:
+            _featurize_to_parquet(items, data_dir, parts, data_cfg, features_cfg, progress)
         data_dir.mkdir(exist_ok=True)
         if not any(data_dir.glob("*.parquet")):
             schema = _SCHEMA if features_cfg is None else _FEATURE_SCHEMA
             pq.write_table(schema.empty_table(), data_dir / "empty.parquet")
         n_windows = pq.read_table(data_dir, columns=["row"]).num_rows
+        for part in data_dir.iterdir():  # on disk before the manifest says the build is finished
+            with open(part, "rb") as f:
+                os.fsync(f.fileno())
         found = [pd.read_csv(f, dtype={"file": str, "reason": str}, keep_default_na=False) for f in parts.glob("*.csv")]
         quarantine = pd.concat([pd.DataFrame(pre_bad, columns=list(QUARANTINE_COLUMNS)), *found], ignore_index=True)
         quarantine = quarantine.drop_duplicates("row")  # a retried task may have written its part twice
@@ -363,7 +503,7 @@ def cache_dataset(
         quarantine = quarantine.sort_values("row", kind="stable").reset_index(drop=True)
         _log_quarantine(quarantine)
         _raise_if_strict(data_cfg, quarantine)
-        quarantine.to_csv(tmp / "quarantine.csv", index=False)
+        _write_atomic(tmp / "quarantine.csv", quarantine.to_csv(index=False))
         manifest = {
             "key": key,
             "settings": preprocessing_settings(data_cfg),
@@ -381,17 +521,9 @@ def cache_dataset(
                 **feature_settings(features_cfg),
                 "shape": [int(frontend.in_channels), int(frontend.n_bins)],  # (C, F) of every window's (C, F, T)
             }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if final.exists():  # a directory without manifest.json: a stale partial build
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "manifest.json").is_file():
-                raise
-            log.info("another process finished the same cache first; using it")
+        _write_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2))  # last: it marks the build finished
+        _publish(tmp, final)
     finally:
-        ctx.enable_progress_bars = old_bars
         shutil.rmtree(tmp, ignore_errors=True)
     log.info(
         "%s cache built in %.1fs: %d windows, %d quarantined",
