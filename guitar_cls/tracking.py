@@ -1,11 +1,17 @@
 """MLflow tracking from the driver only: one parent run per sweep, nested runs per trial, the model registry.
 
+The ``champion`` alias moves by compare-and-set: a new model is compared with the champion only when both carry the
+same data fingerprint and split file (model version tags ``data_hash`` and ``splits_sha256``), and the alias is
+re-read under a file lock next to the MLflow store right before it moves; if another sweep moved it meanwhile, the
+comparison is made again against the new champion.
+
 The default store is an absolute ``sqlite:///<output_dir>/mlflow.db`` with artifacts in ``<output_dir>/mlartifacts``
 (MLflow 3.17 refuses the file store; relative URIs break once Ray changes directories).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import subprocess
@@ -15,6 +21,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -24,6 +31,10 @@ from guitar_cls.data.schema import LABELS
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+PARENT_RUN_FILE = "mlflow_parent_run_id"  # in the sweep folder: the parent run a --resume continues
+DATA_TAG = "data_hash"  # metadata fingerprint, on the parent run and on registered model versions
+SPLITS_TAG = "splits_sha256"  # sha256 of the split file, on registered model versions
+CAS_ATTEMPTS = 3  # comparisons against a champion that keeps moving before registration gives up the alias
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -51,6 +62,36 @@ def configure_mlflow(cfg: Config) -> str:
     if uri.startswith("sqlite:"):
         artifacts = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
     return client.create_experiment(cfg.logging.experiment, artifact_location=artifacts)
+
+
+def registry_lock_path(cfg: Config) -> Path:
+    """Returns the file lock guarding the ``champion`` alias: beside the sqlite store, else in the output folder."""
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        return db.parent / f"{db.name}.champion.lock"
+    return Path(cfg.logging.output_dir).resolve() / "mlflow-champion.lock"
+
+
+def recorded_parent_tag(cfg: Config, sweep_dir: Path, key: str) -> str | None:
+    """Returns tag ``key`` of the sweep's recorded MLflow parent run, or None (no run recorded, run gone, no tag)."""
+    id_file = sweep_dir / PARENT_RUN_FILE
+    if not id_file.is_file():
+        return None
+    configure_mlflow(cfg)
+    try:
+        return MlflowClient().get_run(id_file.read_text().strip()).data.tags.get(key)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def file_sha256(path: str | Path) -> str:
+    """Returns the sha256 hex digest of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def git_commit() -> str:
@@ -161,15 +202,28 @@ class SweepTracker:
         self.experiment_id = configure_mlflow(cfg)
         self.uri = mlflow.get_tracking_uri()
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
-        id_file = sweep_dir / "mlflow_parent_run_id"
-        if id_file.exists():  # --resume: keep logging into the same parent run
-            self.run_id = id_file.read_text().strip()
+        self.tags = dict(tags)
+        id_file = sweep_dir / PARENT_RUN_FILE
+        recorded = id_file.read_text().strip() if id_file.is_file() else ""
+        if recorded and self._usable(recorded):  # --resume: keep logging into the same parent run
+            self.run_id = recorded
             self.client.update_run(self.run_id, status="RUNNING")
         else:
+            if recorded:
+                log.warning("the parent run %s of sweep %s is gone (deleted, or another store): starting a new one",
+                            recorded, name)  # fmt: skip
             run = self.client.create_run(self.experiment_id, run_name=name, tags={**tags, "git_commit": git_commit()})
             self.run_id = run.info.run_id
             sweep_dir.mkdir(parents=True, exist_ok=True)
             id_file.write_text(self.run_id)
+
+    def _usable(self, run_id: str) -> bool:
+        """Returns whether ``run_id`` is a live run of this experiment in this store."""
+        try:
+            run = self.client.get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            return False
+        return run.info.lifecycle_stage != "deleted" and run.info.experiment_id == self.experiment_id
 
     def callback(self) -> MlflowTrialCallback:
         return MlflowTrialCallback(self.run_id, self.experiment_id, self.uri)
@@ -182,12 +236,19 @@ class SweepTracker:
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 self.client.log_metric(self.run_id, prefix + k, float(v))
 
-    def register(self, checkpoint: Path, evaluate: Any, splits_csv: Path | None = None) -> dict[str, Any]:
+    def register(
+        self, checkpoint: Path, evaluate: Any, splits_csv: Path | None = None, *, promote: bool = False
+    ) -> dict[str, Any]:
         """Logs ``checkpoint`` as a pyfunc model under the parent run, registers it and moves ``champion`` to it
-        unless the current champion scores higher on the same test rows.
+        unless the current champion scores higher on the same test rows; returns the outcome (with ``reason``).
+
+        The two are compared only when both versions carry the same data fingerprint and split file: otherwise the
+        champion may have trained on this sweep's test rows, so the alias stays unless ``promote``. The alias moves
+        by compare-and-set (``_set_champion_if``); a champion that moved meanwhile is compared again.
 
         Args:
             evaluate: ``evaluate(model_uri) -> balanced accuracy`` on this sweep's test split through the pyfunc.
+            promote: move the alias even when the champion was trained on other data or splits.
         """
         from guitar_cls.pyfunc import log_pyfunc_model
 
@@ -195,27 +256,47 @@ class SweepTracker:
         with mlflow.start_run(run_id=self.run_id):
             info = log_pyfunc_model(checkpoint, name="model", registered_model_name=name, splits_csv=splits_csv)
         version = str(info.registered_model_version)
+        lineage = {DATA_TAG: self.tags.get(DATA_TAG) or "", SPLITS_TAG: ""}
+        if splits_csv is not None and Path(splits_csv).is_file():
+            lineage[SPLITS_TAG] = file_sha256(splits_csv)
+        for key, value in lineage.items():
+            self.client.set_model_version_tag(name, version, key, value)
         score = float(evaluate(f"models:/{name}/{version}"))
         self.client.set_model_version_tag(name, version, "test_balanced_accuracy", f"{score:.6f}")
         self.client.log_metric(self.run_id, "champion_candidate/test_balanced_accuracy", score)
-        current = None
-        try:
-            current = self.client.get_model_version_by_alias(name, CHAMPION)
-        except mlflow.exceptions.MlflowException:
-            current = None
-        champion_score = None
-        if current is not None and str(current.version) != version:
-            champion_score = float(evaluate(f"models:/{name}@{CHAMPION}"))
-        takes_alias = champion_score is None or score >= champion_score
-        if takes_alias:
-            self.client.set_registered_model_alias(name, CHAMPION, version)
+
+        for _ in range(CAS_ATTEMPTS):
+            current = self._champion(name)
+            champion_score = None
+            if current is None:
+                takes_alias, reason = True, "no champion yet"
+            elif str(current.version) == version:
+                takes_alias, reason = True, "already champion"
+            elif all(lineage.values()) and all(current.tags.get(k) == v for k, v in lineage.items()):
+                champion_score = float(evaluate(f"models:/{name}/{current.version}"))
+                takes_alias = score >= champion_score
+                reason = f"champion v{current.version} scores {champion_score:.4f} on the same test rows"
+            else:
+                differs = [k for k, v in lineage.items() if not v or current.tags.get(k) != v]
+                takes_alias = promote
+                action = "--promote given" if promote else "pass --promote to move it"
+                reason = (
+                    f"not compared with champion v{current.version}: {' and '.join(differs)} differ (it may have "
+                    f"trained on this sweep's test rows); {action}"
+                )
+            expected = None if current is None else str(current.version)
+            if not takes_alias or self._set_champion_if(name, expected, version):
+                break
+            log.warning("champion of %s moved while comparing (was v%s): comparing again", name, expected)
+        else:
+            takes_alias, reason = False, f"champion kept moving during {CAS_ATTEMPTS} comparisons: alias left alone"
         log.info(
-            "registered %s v%s (test BA %.4f); champion %s%s",
+            "registered %s v%s (test BA %.4f); champion %s (%s)",
             name,
             version,
             score,
-            f"v{version}" if takes_alias else f"stays v{current.version}",
-            "" if champion_score is None else f" (its BA on this test split {champion_score:.4f})",
+            f"v{version}" if takes_alias else f"stays v{current.version if current else '-'}",
+            reason,
         )
         return {
             "model": name,
@@ -223,8 +304,28 @@ class SweepTracker:
             "test_balanced_accuracy": score,
             "champion": takes_alias,
             "previous_champion_balanced_accuracy": champion_score,
+            "reason": reason,
             "model_uri": info.model_uri,
         }
+
+    def _champion(self, name: str) -> Any:
+        """Returns the model version holding the ``champion`` alias, or None."""
+        try:
+            return self.client.get_model_version_by_alias(name, CHAMPION)
+        except mlflow.exceptions.MlflowException:
+            return None
+
+    def _set_champion_if(self, name: str, expected: str | None, version: str) -> bool:
+        """Moves ``champion`` to ``version`` if it still points at ``expected`` (None: no champion); returns whether
+        it moved. Under the registry's file lock, so two sweeps on this store cannot interleave read and move."""
+        lock = registry_lock_path(self.cfg)
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock)):
+            now = self._champion(name)
+            if (None if now is None else str(now.version)) != expected:
+                return False
+            self.client.set_registered_model_alias(name, CHAMPION, version)
+            return True
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)

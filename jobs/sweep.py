@@ -1,7 +1,7 @@
 """Run a hyperparameter sweep described by a YAML search space (local Ray, demo data and sqlite MLflow by default).
 
     python jobs/sweep.py --space search_spaces/arch.yaml [--data metadata.csv --audio-root DIR ...] [--name NAME]
-                         [--resume] [--set key=value ...] [--no-register] [--smoke-test]
+                         [--resume] [--set key=value ...] [--no-register] [--promote] [--smoke-test]
                          [--num-samples N] [--time-budget SECONDS]
 
 --data and --audio-root repeat to train on several tables together (roots pair with tables in order; one root is
@@ -30,6 +30,9 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep of the same name")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config")
     parser.add_argument("--no-register", action="store_true", help="do not register the best model")
+    parser.add_argument(
+        "--promote", action="store_true", help="the best model becomes champion even if that one used other data"
+    )
     parser.add_argument("--num-samples", type=int, help="number of trials (replaces the space's budget)")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop starting/running trials after")
     parser.add_argument("--smoke-test", action="store_true", help=f"run {SMOKE_SPACE} (tiny, CPU)")
@@ -50,6 +53,7 @@ def main() -> None:
             register=not args.no_register,
             num_samples=args.num_samples,
             time_budget_s=args.time_budget,
+            promote=args.promote,
         )
     except SweepInterrupted as e:
         print(e, file=sys.stderr)

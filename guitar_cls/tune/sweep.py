@@ -1,10 +1,15 @@
 """The sweep: featurize once, then Tune trials (each a Ray Train driver) searched by Optuna and pruned by ASHA;
 MLflow logging from the driver; the best trial registered as the ``champion`` pyfunc model.
+
+A sweep name is used once: a second run of the same name needs ``--resume`` (which continues the recorded sweep
+and refuses data or splits that changed since it started, see ``sweep.json`` in the sweep folder) or a new
+``--name``. Both checks come before any Ray or data work.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -39,8 +44,61 @@ log = logging.getLogger(__name__)
 BEST_KEY = "best/" + METRIC  # the best validation score a trial reached (its best checkpoint's score)
 
 
+SWEEP_RECORD = "sweep.json"  # in the sweep folder: what the first run used (data fingerprint, splits settings)
+
+
 class SweepInterrupted(RuntimeError):
     """The sweep stopped before its trials finished (e.g. Ctrl-C); ``--resume`` continues it."""
+
+
+class SweepNameInUse(ValueError):
+    """A sweep of this name exists and ``--resume`` was not given."""
+
+
+class SweepDataChanged(ValueError):
+    """``--resume`` of a sweep whose data or splits settings changed since it started."""
+
+
+def _name_used_by(sweep_dir: Path, experiment_path: str) -> list[str]:
+    """Returns what shows that a sweep of this name ran: its records in ``sweep_dir`` and its Tune experiment."""
+    found = [
+        str(sweep_dir / f)
+        for f in ("mlflow_parent_run_id", SWEEP_RECORD, "leaderboard.csv", "summary.json")
+        if (sweep_dir / f).exists()
+    ]
+    if os.path.isdir(experiment_path):
+        found.append(experiment_path)
+    return found
+
+
+def _check_resume_data(base: Config, sweep_dir: Path, name: str) -> None:
+    """Raises SweepDataChanged when the data (metadata fingerprint) or splits settings differ from the recorded
+    first run's (``sweep.json``, else the MLflow parent run's ``data_hash`` tag)."""
+    from guitar_cls.data.pipeline import metadata_fingerprint
+    from guitar_cls.data.source import load_tables, resolve_tables
+    from guitar_cls.tracking import DATA_TAG, recorded_parent_tag
+
+    try:
+        record = json.loads((sweep_dir / SWEEP_RECORD).read_text())
+    except (OSError, ValueError):
+        record = {}
+    recorded = record.get("data_fingerprint") or recorded_parent_tag(base, sweep_dir, DATA_TAG)
+    if not recorded:
+        log.warning("sweep %s recorded no data fingerprint: resuming without checking the data", name)
+        return
+    data = load_tables(resolve_tables(base.data))  # its problems are reported by prepare_data
+    now = metadata_fingerprint(data.metadata)
+    changed = []
+    if now != recorded:
+        changed.append(f"data fingerprint {recorded[:12]}... -> {now[:12]}...")
+    splits = dataclasses.asdict(base.splits)
+    if "splits" in record and record["splits"] != splits:
+        changed.append(f"splits settings {record['splits']} -> {splits}")
+    if changed:
+        raise SweepDataChanged(
+            f"--resume: sweep {name!r} started on other data ({'; '.join(changed)}): its trials are not comparable "
+            f"with new ones; start another sweep with --name NEW_NAME"
+        )
 
 
 @dataclass
@@ -189,11 +247,17 @@ def run_sweep(
     loop_extra: dict[str, Any] | None = None,
     num_samples: int | None = None,
     time_budget_s: float | None = None,
+    promote: bool = False,
 ) -> dict[str, Any]:
     """Runs (or resumes) the sweep described by ``space_path`` and returns its summary.
 
     ``num_samples`` and ``time_budget_s`` replace the space file's budget when given. The summary holds the
-    leaderboard, the best trial's test metrics and the registration outcome.
+    leaderboard, the best trial's test metrics and the registration outcome (``promote``: the best model takes the
+    ``champion`` alias even from a champion trained on other data or splits).
+
+    Raises:
+        SweepNameInUse: the name was used before and ``resume`` is False.
+        SweepDataChanged: ``resume`` of a sweep whose data or splits settings changed.
     """
     space: SearchSpace = load_space(space_path).with_budget(num_samples, time_budget_s)  # checked before any work
     name = check_sweep_name(name, "--name") if name else space.name
@@ -202,6 +266,14 @@ def run_sweep(
     sweep_dir = Path(base.logging.output_dir) / "sweeps" / name
     storage = base.logging.storage_path
     experiment_path = os.path.join(storage, name)
+    used = _name_used_by(sweep_dir, experiment_path)
+    if used and not resume:
+        raise SweepNameInUse(
+            f"sweep name {name!r} is already used ({', '.join(used)}): pass --resume to continue that sweep, or "
+            f"--name NEW_NAME to start another one"
+        )
+    if used:
+        _check_resume_data(base, sweep_dir, name)
     init_ray()
     data = prepare_data(base, sweep_dir)
     from guitar_cls.tracking import SweepTracker
@@ -218,6 +290,9 @@ def run_sweep(
             "audio_root": str(data.audio_root),
         },
     )
+    if not (sweep_dir / SWEEP_RECORD).exists():
+        record = {"name": name, "data_fingerprint": data.fingerprint, "splits": dataclasses.asdict(base.splits)}
+        (sweep_dir / SWEEP_RECORD).write_text(json.dumps(record, indent=2))
     plan = plan_resources(base.training.num_workers)
     ctx = {
         "base": base.to_dict(),
@@ -289,7 +364,10 @@ def run_sweep(
     summary.update(best_trial=str(best["trial_id"]), checkpoint=str(checkpoint), test=test)
     if register:
         summary["registration"] = tracker.register(
-            checkpoint, lambda uri: pyfunc_balanced_accuracy(uri, data), splits_csv=sweep_dir / "splits.csv"
+            checkpoint,
+            lambda uri: pyfunc_balanced_accuracy(uri, data),
+            splits_csv=sweep_dir / "splits.csv",
+            promote=promote,
         )
     tracker.finish()
     (sweep_dir / "summary.json").write_text(
@@ -298,4 +376,13 @@ def run_sweep(
     return summary
 
 
-__all__ = ["ResourcePlan", "SweepInterrupted", "leaderboard", "pareto_front", "plan_resources", "run_sweep"]
+__all__ = [
+    "ResourcePlan",
+    "SweepDataChanged",
+    "SweepInterrupted",
+    "SweepNameInUse",
+    "leaderboard",
+    "pareto_front",
+    "plan_resources",
+    "run_sweep",
+]

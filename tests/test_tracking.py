@@ -1,0 +1,136 @@
+"""SweepTracker: a gone parent run is replaced (issue 10.7); the champion alias moves only between models of the same
+data and splits, by compare-and-set (issue 10.6). A sqlite MLflow store in tmp_path; no Ray, no training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from guitar_cls import pyfunc, tracking
+from guitar_cls.config import load_config
+from guitar_cls.tracking import CHAMPION, PARENT_RUN_FILE, SweepTracker
+
+MODEL = "guitar-note-classifier"
+
+
+@pytest.fixture()
+def cfg(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return load_config(None, [("logging.output_dir", str(tmp_path / "outputs"))])
+
+
+def _tracker(cfg, sweep_dir: Path, data_hash: str = "d" * 64) -> SweepTracker:
+    return SweepTracker(cfg, sweep_dir, name=sweep_dir.name, tags={"data_hash": data_hash, "sweep": sweep_dir.name})
+
+
+@pytest.mark.parametrize("how", ["deleted", "unknown id"])
+def test_a_gone_parent_run_starts_a_new_one(cfg, tmp_path, how) -> None:
+    sweep_dir = tmp_path / "outputs" / "sweeps" / "s"
+    first = _tracker(cfg, sweep_dir)
+    if how == "deleted":
+        first.client.delete_run(first.run_id)
+    else:
+        (sweep_dir / PARENT_RUN_FILE).write_text("0123456789abcdef0123456789abcdef")
+    second = _tracker(cfg, sweep_dir)
+    assert second.run_id != first.run_id
+    assert (sweep_dir / PARENT_RUN_FILE).read_text() == second.run_id
+    assert second.client.get_run(second.run_id).info.status == "RUNNING"
+    again = _tracker(cfg, sweep_dir)  # a live parent run is continued
+    assert again.run_id == second.run_id
+
+
+@pytest.fixture()
+def fake_models(monkeypatch):
+    """log_pyfunc_model registering an empty model version (no checkpoint, no torch model)."""
+
+    def log_pyfunc_model(checkpoint, name, registered_model_name, splits_csv=None):
+        run_id = mlflow.active_run().info.run_id
+        client = MlflowClient()
+        if not client.search_registered_models(f"name = '{registered_model_name}'"):
+            client.create_registered_model(registered_model_name)
+        mv = client.create_model_version(registered_model_name, f"runs:/{run_id}/{name}", run_id=run_id)
+        return SimpleNamespace(registered_model_version=mv.version, model_uri=f"runs:/{run_id}/{name}")
+
+    monkeypatch.setattr(pyfunc, "log_pyfunc_model", log_pyfunc_model)
+
+
+def _splits(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _scores(by_version: dict[str, float], calls: list[str]):
+    def evaluate(uri: str) -> float:
+        calls.append(uri)
+        version = uri.rsplit("/", 1)[1]
+        return by_version[version]
+
+    return evaluate
+
+
+def test_champion_moves_only_between_models_of_the_same_data_and_splits(cfg, tmp_path, fake_models) -> None:
+    splits = _splits(tmp_path / "a" / "splits.csv", "row,split\n0,test\n")
+    first = _tracker(cfg, tmp_path / "outputs" / "sweeps" / "a").register(
+        Path("unused"), _scores({"1": 0.6}, []), splits_csv=splits
+    )
+    assert first["champion"] and first["version"] == "1" and first["reason"] == "no champion yet"
+
+    # same data and splits: compared on the same test rows; a better model takes the alias
+    calls: list[str] = []
+    same = _tracker(cfg, tmp_path / "outputs" / "sweeps" / "b").register(
+        Path("unused"), _scores({"2": 0.7, "1": 0.6}, calls), splits_csv=splits
+    )
+    assert same["champion"] and same["previous_champion_balanced_accuracy"] == 0.6
+    assert calls == [f"models:/{MODEL}/2", f"models:/{MODEL}/1"]
+
+    # other data: the champion (v2) may have trained on these test rows, so it is not scored and stays
+    calls = []
+    other = _tracker(cfg, tmp_path / "outputs" / "sweeps" / "c", data_hash="e" * 64).register(
+        Path("unused"), _scores({"3": 0.9}, calls), splits_csv=splits
+    )
+    assert not other["champion"] and calls == [f"models:/{MODEL}/3"]
+    assert "data_hash" in other["reason"] and "--promote" in other["reason"]
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == "2"
+    # other splits file: the same
+    other_splits = _splits(tmp_path / "d" / "splits.csv", "row,split\n1,test\n")
+    res = _tracker(cfg, tmp_path / "outputs" / "sweeps" / "d").register(
+        Path("unused"), _scores({"4": 0.9}, []), splits_csv=other_splits
+    )
+    assert not res["champion"] and "splits_sha256" in res["reason"]
+    # --promote moves it anyway
+    res = _tracker(cfg, tmp_path / "outputs" / "sweeps" / "e", data_hash="e" * 64).register(
+        Path("unused"), _scores({"5": 0.5}, []), splits_csv=splits, promote=True
+    )
+    assert res["champion"] and str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == "5"
+    tags = client.get_model_version(MODEL, "5").tags
+    assert tags["data_hash"] == "e" * 64 and tags["splits_sha256"] == tracking.file_sha256(splits)
+
+
+def test_a_champion_moved_during_the_comparison_is_compared_again(cfg, tmp_path, fake_models) -> None:
+    splits = _splits(tmp_path / "splits.csv", "row,split\n0,test\n")
+    for sweep_name, score in (("a", 0.5), ("b", 0.4)):  # v1 champion, v2 registered but not champion
+        _tracker(cfg, tmp_path / "outputs" / "sweeps" / sweep_name).register(
+            Path("unused"), _scores({"1": 0.5, "2": score}, []), splits_csv=splits
+        )
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == "1"
+    client.set_model_version_tag(MODEL, "2", "test_balanced_accuracy", "0.95")
+    calls: list[str] = []
+    scores = {"3": 0.8, "1": 0.5, "2": 0.95}
+
+    def evaluate(uri: str) -> float:
+        calls.append(uri)
+        if uri.endswith("/1"):  # another sweep finishes while we score the champion: v2 becomes champion
+            client.set_registered_model_alias(MODEL, CHAMPION, "2")
+        return scores[uri.rsplit("/", 1)[1]]
+
+    res = _tracker(cfg, tmp_path / "outputs" / "sweeps" / "c").register(Path("unused"), evaluate, splits_csv=splits)
+    assert calls == [f"models:/{MODEL}/3", f"models:/{MODEL}/1", f"models:/{MODEL}/2"]
+    assert not res["champion"] and res["previous_champion_balanced_accuracy"] == 0.95
+    assert str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == "2"  # the better model stays champion
