@@ -20,15 +20,17 @@ its own key (waveform settings + feature settings); the waveform-only key does n
 It is built in a temporary sibling directory ``.tmp-<key>-<id>`` and renamed into place, so a crash never leaves a
 half cache. One build per key at a time: builders hold ``<key>.lock`` (a file lock) and look for a finished cache
 again once they hold it, so a second process missing the same key waits and then uses the first one's cache. A
-directory with a valid manifest is never deleted; a missing or corrupt manifest is a miss and only then is the
-directory replaced. Crash leftovers (``.tmp-*``) are removed by a later build once older than
-``STALE_TMP_SECONDS`` and not locked. With a shared filesystem ``cache_dir`` must be visible to every node (Ray
-workers write the Parquet files) and support file locks.
+directory with a valid manifest is never deleted; a missing or corrupt manifest, or damaged Parquet parts (missing,
+resized, unreadable footer, row count off; ``_damage``), is a miss and only then is the directory replaced. Crash
+leftovers (``.tmp-*``) are removed by a later build once older than ``STALE_TMP_SECONDS`` and not locked. With a
+shared filesystem ``cache_dir`` must be visible to every node (Ray workers write the Parquet files) and support file
+locks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import hashlib
 import json
@@ -322,6 +324,10 @@ def _cache_hit(final: Path, key: str, data_cfg: DataConfig, kind: str) -> CacheR
         if (final / "manifest.json").exists():
             log.warning("%s cache %s has a corrupt manifest: rebuilding it", kind, final)
         return None
+    damage = _damage(final, manifest)
+    if damage:
+        log.warning("%s cache %s is damaged (%s): rebuilding it", kind, final, damage)
+        return None
     try:
         quarantine = read_quarantine(final)
     except (OSError, ValueError, KeyError) as e:
@@ -330,6 +336,46 @@ def _cache_hit(final: Path, key: str, data_cfg: DataConfig, kind: str) -> CacheR
     log.info("%s cache hit %s (%d windows, %d quarantined)", kind, final, manifest["n_windows"], len(quarantine))
     _raise_if_strict(data_cfg, quarantine)
     return CacheResult(final, key, True, int(manifest["n_windows"]), quarantine)
+
+
+def _damage(path: Path, manifest: dict[str, Any]) -> str | None:
+    """Returns what is wrong with the Parquet parts of a finished cache (parts missing, added, resized, unreadable
+    footers, a row count other than the manifest's), or None. Reads only footers: cheap on every hit."""
+    files = sorted((path / "data").glob("*.parquet"))
+    parts = manifest.get("parts")  # name -> bytes; caches built before it existed have none
+    if isinstance(parts, dict) and sorted(parts) != [f.name for f in files]:
+        return f"parts {sorted(parts)} recorded, {[f.name for f in files]} found"
+    rows = 0
+    for f in files:
+        try:
+            if isinstance(parts, dict) and f.stat().st_size != parts[f.name]:
+                return f"{f.name} is {f.stat().st_size} bytes, {parts[f.name]} recorded"
+            rows += pq.read_metadata(f).num_rows
+        except (OSError, pa.ArrowException) as e:
+            return f"{f.name} unreadable: {e}"
+    if rows != manifest["n_windows"]:
+        return f"{rows} rows in the parts, {manifest['n_windows']} recorded"
+    return None
+
+
+class CacheWriteError(OSError):
+    """The cache folder ran out of space (disk full, quota, file size limit); nothing half-built is left."""
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def _no_space_error(exc: BaseException) -> OSError | None:
+    """Returns the out-of-space OSError behind ``exc`` (its causes, or a Ray task error's cause), or None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            return exc
+        if isinstance(exc, OSError) and any(m in str(exc) for m in ("No space left", "File too large", "quota")):
+            return exc  # pyarrow's IOError carries the message, not the errno
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    return None
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -511,6 +557,7 @@ def _build_cache(
             "audio_root": str(audio_root),
             "n_events": len(df),
             "n_windows": int(n_windows),
+            "parts": {f.name: f.stat().st_size for f in sorted(data_dir.glob("*.parquet"))},
             "n_quarantined": len(quarantine),
             "build_seconds": round(time.perf_counter() - t0, 3),
             "data_config": dataclasses.asdict(data_cfg),
@@ -523,6 +570,15 @@ def _build_cache(
             }
         _write_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2))  # last: it marks the build finished
         _publish(tmp, final)
+    except Exception as e:
+        cause = _no_space_error(e)
+        if cause is None:
+            raise
+        raise CacheWriteError(
+            cause.errno or errno.ENOSPC,
+            f"no space to build the {kind} cache in {final.parent} ({cause}): free space there or set data.cache_dir "
+            "to a larger folder; the partial build was removed",
+        ) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info(
