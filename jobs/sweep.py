@@ -16,7 +16,7 @@ import sys
 
 from guitar_cls.data.source import data_overrides
 from guitar_cls.logs import setup_logging
-from guitar_cls.tune.sweep import SweepInterrupted, run_sweep
+from guitar_cls.tune.sweep import SweepDataChanged, SweepInterrupted, SweepNameInUse, run_sweep
 
 SMOKE_SPACE = "search_spaces/smoke.yaml"
 
@@ -58,6 +58,9 @@ def main() -> None:
     except SweepInterrupted as e:
         print(e, file=sys.stderr)
         sys.exit(130)
+    except (SweepNameInUse, SweepDataChanged) as e:
+        print(f"sweep.py: {e}", file=sys.stderr)
+        sys.exit(2)
     board = summary.pop("leaderboard")
     print(board.drop(columns=["checkpoint_path"]).to_string(index=False, max_colwidth=40))
     print(json.dumps(summary, default=str))
