@@ -1,6 +1,6 @@
 """Fault suite (issue 10): a damaged cache is rebuilt; a cache folder out of space gives a clear error and leaves no
-cache behind. Builds use the in-process featurizer of test_pipeline (no Ray) to stay fast; the killed worker and the
-interrupted sweep live in test_ray_train.py and test_jobs.py."""
+cache behind (builds use the in-process featurizer of test_pipeline, no Ray, to stay fast); a sweep driver killed
+with SIGKILL resumes. The killed worker and the Ctrl-C'd sweep live in test_ray_train.py and test_jobs.py."""
 
 from __future__ import annotations
 
@@ -80,3 +80,41 @@ def test_a_size_limited_cache_folder_gives_a_clear_error_and_no_cache(good_set, 
     assert "File too large" in proc.stdout and "data.cache_dir" in proc.stdout
     left = [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")]
     assert left == [], left  # no partial build, no cache without data
+
+
+def test_a_killed_sweep_driver_resumes_without_losing_trials_or_duplicating_runs(tmp_path) -> None:
+    """SIGKILL to the sweep driver's whole process group (no chance to save or clean up), then ``--resume``: the
+    trials Tune had saved as finished are kept as they were, and every trial has exactly one MLflow run."""
+    import os
+    import signal
+    import time
+
+    import mlflow
+    import test_jobs as jobs
+
+    name = "smoke-kill"
+    cmd = [sys.executable, "jobs/sweep.py", "--smoke-test", "--name", name, *jobs._sets(tmp_path, tmp_path / "demo")]
+    storage = tmp_path / "outputs" / "ray_results"
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=jobs._env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    deadline = time.time() + 420
+    try:
+        while time.time() < deadline and proc.poll() is None and not jobs._finished_trials(storage, name):
+            time.sleep(1)
+        assert proc.poll() is None, f"sweep ended before it could be killed:\n{proc.stdout.read()[-4000:]}"
+        first = jobs._finished_trials(storage, name)
+        assert first, "no trial finished in time"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished_before = {p.parent.name: p.read_text() for p in first}
+
+    resumed = jobs._run([*cmd, "--resume"], tmp_path, 600)
+    summary = jobs._last_json(resumed.stdout)
+    assert summary["trials"] == 2 and summary["errors"] == 0
+    for trial_dir, text in finished_before.items():
+        assert (storage / name / trial_dir / "result.json").read_text() == text
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.trial_id != ''")
+    per_trial = runs.groupby("tags.trial_id").size()
+    assert len(per_trial) == 2 and (per_trial == 1).all(), per_trial.to_dict()
