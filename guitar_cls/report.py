@@ -1051,8 +1051,18 @@ def _evaluation_markdown(eval_dir: Path | None, metrics: dict[str, Any], n_examp
             ]
     breakdown_csv = eval_dir / "breakdown.csv"
     if breakdown_csv.is_file():
-        slices = pd.read_csv(breakdown_csv)
-        slices = slices[slices["n"] >= 5].sort_values("accuracy", kind="stable").head(3)
+        table = pd.read_csv(breakdown_csv)
+        sources = table[table["factor"] == "subset_id"]
+        if len(sources) > 1:  # the demo data's synthesized and sample-based recordings, or IDMT subsets
+            lines += [
+                "",
+                "By source (`subset_id`): "
+                + "; ".join(
+                    f"{r.bucket}: balanced accuracy {r.balanced_accuracy:.3f} (n={r.n})" for r in sources.itertuples()
+                )
+                + ".",
+            ]
+        slices = table[table["n"] >= 5].sort_values("accuracy", kind="stable").head(3)
         if len(slices):
             lines += [
                 "",

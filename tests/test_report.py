@@ -339,13 +339,13 @@ def test_champion_evaluation_on_the_test_split(tmp_path: Path, tiny_demo: Path) 
     summary = json.loads((sweep_dir / "summary.json").read_text())
     tiny_checkpoint(Path(summary["checkpoint"]))
     df = read_metadata(tiny_demo)
-    save_splits(df, make_splits(df, seed=3), sweep_dir / "splits.csv")
+    save_splits(df, make_splits(df, seed=2), sweep_dir / "splits.csv")
     summary["metadata"] = str(tiny_demo)  # the keys the sweep owner is asked to add
     (sweep_dir / "summary.json").write_text(json.dumps(summary))
     report = rp.build_report("fake", tmp_path / "report", output_dir=out)
     eval_dir = tmp_path / "report" / "evaluation"
     saved = json.loads((eval_dir / "metrics.json").read_text())
-    assert saved["split"] == "test" and saved["n_events"] == int(sum(make_splits(df, seed=3) == "test"))
+    assert saved["split"] == "test" and saved["n_events"] == int(sum(make_splits(df, seed=2) == "test"))
     assert report.metrics["balanced_accuracy"] == saved["balanced_accuracy"]
     text = report.path.read_text()
     assert "![confusion matrix](evaluation/confusion_matrix.png)" in text
@@ -355,6 +355,11 @@ def test_champion_evaluation_on_the_test_split(tmp_path: Path, tiny_demo: Path) 
     champion = section(text, "Champion on the test split")
     assert "| harmonic |" in champion and "breakdown.csv" in champion
     assert ("Most confident mistakes" in champion) == (saved["accuracy"] < 1.0)
+    test_sources = set(df.loc[make_splits(df, seed=2) == "test", "subset_id"])
+    assert test_sources == {"synth", "samples"}  # seed 2 puts both demo sources in the test split
+    assert "By source (`subset_id`): " in champion
+    for source in test_sources:
+        assert f"{source}: balanced accuracy" in champion
 
 
 @pytest.mark.slow
