@@ -91,6 +91,7 @@ def test_builders_reject_unknown_names():
     with pytest.raises(ValueError, match="optimizer: 'lion'"):
         build_optimizer(params, dataclasses.replace(tc, optimizer="lion"))
     opt = build_optimizer(params, tc)
+    assert opt.defaults["fused"]  # one kernel per step on CPU
     with pytest.raises(ValueError, match="scheduler: 'step'"):
         build_scheduler(opt, dataclasses.replace(tc, scheduler="step"), 10)
 
