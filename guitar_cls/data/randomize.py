@@ -14,7 +14,7 @@ import numpy as np
 from scipy import signal
 
 
-def _biquad_peaking(f: float, q: float, gain_db: float, sr: int) -> tuple[np.ndarray, np.ndarray]:
+def biquad_peaking(f: float, q: float, gain_db: float, sr: int) -> tuple[np.ndarray, np.ndarray]:
     """Returns RBJ peaking-EQ coefficients ``(b, a)``."""
     a_lin = 10 ** (gain_db / 40)
     w = 2 * math.pi * f / sr
@@ -42,7 +42,7 @@ def random_eq(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     """Returns ``x (N,)`` through a random tone curve: 2-4 peaking bands (+-9 dB) and a low and a high shelf."""
     for _ in range(int(rng.integers(2, 5))):
         f = math.exp(rng.uniform(math.log(120.0), math.log(min(7000.0, 0.4 * sr))))
-        b, a = _biquad_peaking(f, rng.uniform(0.5, 3.0), rng.uniform(-9.0, 9.0), sr)
+        b, a = biquad_peaking(f, rng.uniform(0.5, 3.0), rng.uniform(-9.0, 9.0), sr)
         x = signal.lfilter(b, a, x)
     b, a = _biquad_shelf(rng.uniform(100.0, 300.0), rng.uniform(-8.0, 6.0), sr, high=False)
     x = signal.lfilter(b, a, x)

