@@ -27,13 +27,12 @@ from torch import nn
 from guitar_cls.config import Config
 from guitar_cls.data.audio import AudioError, load_snippet, prepare_waveform, read_segment, read_span
 from guitar_cls.data.schema import LABELS
-from guitar_cls.train.checkpoint import BEST, LATEST, load_model
+from guitar_cls.train.checkpoint import BEST, LATEST, SPLITS_FILE, load_model
 from guitar_cls.train.loop import SnippetSet, predict_proba
 
 log = logging.getLogger(__name__)
 
 PROB_COLUMNS: tuple[str, ...] = tuple(f"prob_{name}" for name in LABELS)
-SPLITS_FILE = "splits.csv"  # written beside a training run by train/run.py; logged with the pyfunc model
 CHECKPOINT_ARTIFACT = "checkpoint"  # the pyfunc artifact key of the checkpoint file
 SPLITS_ARTIFACT = "splits"
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # models:/..., runs:/..., s3://... (not C:\ paths)

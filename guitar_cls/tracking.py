@@ -27,11 +27,11 @@ from ray import tune
 
 from guitar_cls.config import Config
 from guitar_cls.data.schema import LABELS
+from guitar_cls.tune.record import PARENT_RUN_FILE
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
-PARENT_RUN_FILE = "mlflow_parent_run_id"  # in the sweep folder: the parent run a --resume continues
 DATA_TAG = "data_hash"  # metadata fingerprint, on the parent run and on registered model versions
 SPLITS_TAG = "splits_sha256"  # sha256 of the split file, on registered model versions
 CAS_ATTEMPTS = 3  # comparisons against a champion that keeps moving before registration gives up the alias
@@ -237,18 +237,29 @@ class SweepTracker:
                 self.client.log_metric(self.run_id, prefix + k, float(v))
 
     def register(
-        self, checkpoint: Path, evaluate: Any, splits_csv: Path | None = None, *, promote: bool = False
+        self,
+        checkpoint: Path,
+        evaluate: Any,
+        splits_csv: Path | None = None,
+        *,
+        promote: bool = False,
+        metric: str = "balanced_accuracy",
+        mode: str = "max",
     ) -> dict[str, Any]:
         """Logs ``checkpoint`` as a pyfunc model under the parent run, registers it and moves ``champion`` to it
-        unless the current champion scores higher on the same test rows; returns the outcome (with ``reason``).
+        unless the current champion scores better on the same test rows; returns the outcome (with ``reason``,
+        ``test_<metric>`` and ``previous_champion_<metric>``).
 
         The two are compared only when both versions carry the same data fingerprint and split file: otherwise the
         champion may have trained on this sweep's test rows, so the alias stays unless ``promote``. The alias moves
         by compare-and-set (``_set_champion_if``); a champion that moved meanwhile is compared again.
 
         Args:
-            evaluate: ``evaluate(model_uri) -> balanced accuracy`` on this sweep's test split through the pyfunc.
+            evaluate: ``evaluate(model_uri) -> the test value of metric`` on this sweep's test split through the
+                pyfunc.
             promote: move the alias even when the champion was trained on other data or splits.
+            metric, mode: the test metric the sweep's space ranks by (``macro_f1`` for ``val/macro_f1``) and
+                whether higher (``max``) or lower (``min``) is better.
         """
         from guitar_cls.pyfunc import log_pyfunc_model
 
@@ -262,8 +273,8 @@ class SweepTracker:
         for key, value in lineage.items():
             self.client.set_model_version_tag(name, version, key, value)
         score = float(evaluate(f"models:/{name}/{version}"))
-        self.client.set_model_version_tag(name, version, "test_balanced_accuracy", f"{score:.6f}")
-        self.client.log_metric(self.run_id, "champion_candidate/test_balanced_accuracy", score)
+        self.client.set_model_version_tag(name, version, f"test_{metric}", f"{score:.6f}")
+        self.client.log_metric(self.run_id, f"champion_candidate/test_{metric}", score)
 
         for _ in range(CAS_ATTEMPTS):
             current = self._champion(name)
@@ -274,7 +285,7 @@ class SweepTracker:
                 takes_alias, reason = True, "already champion"
             elif all(lineage.values()) and all(current.tags.get(k) == v for k, v in lineage.items()):
                 champion_score = float(evaluate(f"models:/{name}/{current.version}"))
-                takes_alias = score >= champion_score
+                takes_alias = score >= champion_score if mode == "max" else score <= champion_score
                 reason = f"champion v{current.version} scores {champion_score:.4f} on the same test rows"
             else:
                 differs = [k for k, v in lineage.items() if not v or current.tags.get(k) != v]
@@ -291,9 +302,10 @@ class SweepTracker:
         else:
             takes_alias, reason = False, f"champion kept moving during {CAS_ATTEMPTS} comparisons: alias left alone"
         log.info(
-            "registered %s v%s (test BA %.4f); champion %s (%s)",
+            "registered %s v%s (test %s %.4f); champion %s (%s)",
             name,
             version,
+            metric,
             score,
             f"v{version}" if takes_alias else f"stays v{current.version if current else '-'}",
             reason,
@@ -301,9 +313,10 @@ class SweepTracker:
         return {
             "model": name,
             "version": version,
-            "test_balanced_accuracy": score,
+            "metric": metric,
+            f"test_{metric}": score,
             "champion": takes_alias,
-            "previous_champion_balanced_accuracy": champion_score,
+            f"previous_champion_{metric}": champion_score,
             "reason": reason,
             "model_uri": info.model_uri,
         }

@@ -233,3 +233,32 @@ def test_validation_features_are_computed_once_and_give_the_same_probabilities(m
     small: list = []
     predict_proba(parts.model, parts.frontend, val, 8, feature_cache=small)
     assert small == [] and len(calls) == 3 * n_batches
+
+
+def test_the_metric_given_picks_the_best_epoch_and_ends_on_its_patience():
+    train, val = _toy_set(30, 0), _toy_set(9, 1)
+    seen = []
+    summary = fit(
+        _cfg(epochs=4, early_stopping_patience=10),
+        train,
+        val,
+        metric="val/macro_f1",
+        report=lambda m, latest, best: seen.append((m, best)),
+    )
+    f1 = [h["val/macro_f1"] for h in summary["history"]]
+    assert summary["best_metric"] == pytest.approx(max(f1))
+    assert f1[summary["best_epoch"]] == pytest.approx(max(f1)) and summary["best_epoch"] == f1.index(max(f1))
+    assert summary["history"][-1]["best/val/macro_f1"] == pytest.approx(max(f1))
+    assert summary["best_payload"]["epoch"] == summary["best_epoch"]
+    assert all(m["early_stopped"] == 0 for m, _ in seen)
+    loss = fit(_cfg(epochs=3), train, val, metric="train/loss", mode="min")
+    losses = [h["train/loss"] for h in loss["history"]]
+    assert loss["best_metric"] == pytest.approx(min(losses))
+
+
+def test_the_epoch_that_ends_training_early_says_so():
+    train, val = _toy_set(30, 0), _toy_set(9, 1)
+    seen = []
+    cfg = _cfg(epochs=30, learning_rate=1e-7, early_stopping_patience=2, scheduler="none")
+    summary = fit(cfg, train, val, report=lambda m, latest, best: seen.append(m["early_stopped"]))
+    assert summary["stopped_early"] and seen[-1] == 1 and set(seen[:-1]) == {0}

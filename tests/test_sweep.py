@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from guitar_cls.tune import sweep
+from guitar_cls.tune.record import SWEEP_START
 from guitar_cls.tune.sweep import SweepDataChanged, SweepNameInUse, run_sweep
 
 SMOKE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
@@ -58,15 +59,15 @@ def test_resume_refuses_changed_data_or_splits(tmp_path, tiny_demo, no_work) -> 
     sweep_dir = tmp_path / "outputs" / "sweeps" / "again"
     sweep_dir.mkdir(parents=True)
     record = {"name": "again", "data_fingerprint": "0" * 64}
-    (sweep_dir / sweep.SWEEP_RECORD).write_text(json.dumps(record))
+    (sweep_dir / SWEEP_START).write_text(json.dumps(record))
     with pytest.raises(SweepDataChanged, match=r"--resume.*'again'.*data fingerprint 000000000000.*--name"):
         run_sweep(SMOKE, overrides=overrides, name="again", resume=True)
 
     record["data_fingerprint"] = metadata_fingerprint(read_metadata(tiny_demo))
-    (sweep_dir / sweep.SWEEP_RECORD).write_text(json.dumps(record))
+    (sweep_dir / SWEEP_START).write_text(json.dumps(record))
     with pytest.raises(Started):  # the same data resumes
         run_sweep(SMOKE, overrides=overrides, name="again", resume=True)
     with pytest.raises(SweepDataChanged, match="splits settings"):
         record["splits"] = {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 7, "group_by": "source_audio"}
-        (sweep_dir / sweep.SWEEP_RECORD).write_text(json.dumps(record))
+        (sweep_dir / SWEEP_START).write_text(json.dumps(record))
         run_sweep(SMOKE, overrides=overrides, name="again", resume=True)

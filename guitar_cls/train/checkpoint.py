@@ -20,6 +20,7 @@ from guitar_cls.data.schema import LABELS
 FORMAT_VERSION = 1
 LATEST = "model.pt"  # the latest epoch (what a resumed run continues from)
 BEST = "best.pt"  # the best epoch on the validation metric (what gets evaluated and registered)
+SPLITS_FILE = "splits.csv"  # a run's split assignment, in its folder (beside ``checkpoint/``); logged with the model
 
 
 def model_kwargs(cfg: Config, in_channels: int) -> dict[str, Any]:

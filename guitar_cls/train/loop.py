@@ -33,7 +33,14 @@ from guitar_cls.train.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
-METRIC = "val/balanced_accuracy"  # what early stopping, checkpoint ranking and sweeps optimise
+METRIC = "val/balanced_accuracy"  # the default metric of early stopping and checkpoint ranking (a space picks its own)
+EARLY_STOP_KEY = "early_stopped"  # 1 in the report of the epoch after which early stopping ends training
+
+
+def best_key(metric: str = METRIC) -> str:
+    """Returns the reported key of the best value of ``metric`` so far (the best checkpoint's score)."""
+    return "best/" + metric
+
 
 # report(metrics, latest_payload, best_payload_or_None): called once per epoch on every rank.
 ReportFn = Callable[[dict[str, float], dict[str, Any], dict[str, Any] | None], None]
@@ -386,6 +393,82 @@ def _shard_indices(n: int, rank: int, world: int, rng: np.random.Generator) -> n
     return perm[rank::world]
 
 
+@dataclass
+class BestTracker:
+    """The early-stopping state: the best value of ``metric`` so far (per ``mode``), its epoch, epochs since."""
+
+    metric: str = METRIC
+    mode: str = "max"
+    best: float = -math.inf
+    best_epoch: int = -1
+    since_best: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"unsupported mode: {self.mode!r} (max or min)")
+        if self.best_epoch < 0:
+            self.best = -math.inf if self.mode == "max" else math.inf
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Records one epoch's value; returns whether it improved on the best by more than 1e-6."""
+        improved = value > self.best + 1e-6 if self.mode == "max" else value < self.best - 1e-6
+        if improved:
+            self.best, self.best_epoch, self.since_best = value, epoch, 0
+        else:
+            self.since_best += 1
+        return improved
+
+
+def _resume(parts: TrainParts, resume: dict[str, Any], tracker: BestTracker) -> int:
+    """Loads a latest-checkpoint payload into ``parts`` and ``tracker``; returns the epoch to start from."""
+    parts.model.load_state_dict(resume["state_dict"])
+    if resume.get("optimizer"):
+        parts.optimizer.load_state_dict(resume["optimizer"])
+    if parts.scheduler is not None and resume.get("scheduler"):
+        parts.scheduler.load_state_dict(resume["scheduler"])
+    tracker.best = resume["best_metric"]
+    tracker.best_epoch = resume["extra"].get("best_epoch", -1)
+    tracker.since_best = resume["extra"].get("since_best", 0)
+    start_epoch = resume["epoch"] + 1
+    log.info("resuming at epoch %d (best %s %.4f at epoch %d)", start_epoch, tracker.metric, tracker.best,
+             tracker.best_epoch)  # fmt: skip
+    return start_epoch
+
+
+def _step_scheduler(parts: TrainParts, value: float, mode: str) -> None:
+    """Steps a per-epoch LR scheduler (plateau on the tracked metric, made "higher is better"); one-cycle steps per
+    batch in ``train_one_epoch``."""
+    if isinstance(parts.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        parts.scheduler.step(value if mode == "max" else -value)
+    elif parts.scheduler is not None and not isinstance(parts.scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        parts.scheduler.step()
+
+
+def run_epoch(
+    parts: TrainParts,
+    cfg: Config,
+    train: SnippetSet,
+    val: SnippetSet,
+    epoch: int,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+) -> dict[str, Any]:
+    """Trains one epoch on this rank's shard, validates on the whole of ``val``; returns the epoch's metrics."""
+    tc = cfg.training
+    rank, world = _world()
+    t0 = time.perf_counter()
+    rank_batch = max(1, math.ceil(tc.batch_size / world))
+    shard = train.subset(_shard_indices(len(train), rank, world, rng))
+    batches = bucket_batches(shard.lengths, rank_batch, shuffle=True, rng=rng, bucket=tc.bucket_batches)
+    metrics: dict[str, Any] = {"epoch": epoch}
+    with _exact_batchnorm_averages(parts.model, enabled=epoch == 0):
+        metrics.update(train_one_epoch(parts, shard, cfg, batches, generator))
+    metrics.update(split_metrics(parts, val, "val", tc.batch_size))
+    metrics["lr"] = parts.optimizer.param_groups[0]["lr"]
+    metrics["epoch_s"] = time.perf_counter() - t0
+    return metrics
+
+
 def fit(
     cfg: Config,
     train: SnippetSet,
@@ -395,104 +478,76 @@ def fit(
     resume: dict[str, Any] | None = None,
     wrap_model: Callable[[nn.Module], nn.Module] | None = None,
     device: torch.device | None = None,
+    metric: str = METRIC,
+    mode: str = "max",
 ) -> dict[str, Any]:
     """Trains ``cfg`` on ``train`` with early stopping on ``val`` and returns the summary.
 
     Args:
-        report: called every epoch with (metrics, latest checkpoint payload, best payload or None).
+        report: called every epoch with (metrics, latest checkpoint payload, best payload or None); the epoch that
+            ends training by early stopping carries ``EARLY_STOP_KEY`` = 1.
         resume: a latest-checkpoint payload to continue from (optimizer, scheduler, epoch, early-stopping state).
         wrap_model: e.g. ``ray.train.torch.prepare_model`` for DDP.
         device: defaults to ``pick_device(cfg.training)``.
+        metric, mode: the validation metric (a key of the epoch's metrics, e.g. ``val/macro_f1``) that picks the best
+            epoch and drives early stopping, and whether higher (``max``) or lower (``min``) is better.
 
     Returns:
-        ``{"best_epoch", "best_metric", "epochs_run", "stopped_early", "history"}``; history holds per-epoch metrics.
+        ``{"best_epoch", "best_metric", "epochs_run", "stopped_early", "history", "best_payload"}``; history holds
+        per-epoch metrics.
     """
     tc = cfg.training
     rank, world = _world()
     device = device or pick_device(tc)
     torch.manual_seed(tc.seed)
-    np_rng = np.random.default_rng(tc.seed)
     # training.batch_size is the global batch: each of the DDP ranks takes its share, so that the number of optimizer
     # steps and the samples per gradient (hence the learning-rate schedule) do not change with num_workers.
-    rank_batch = max(1, math.ceil(tc.batch_size / world))
-    steps = math.ceil(math.ceil(len(train) / world) / rank_batch)
+    steps = math.ceil(math.ceil(len(train) / world) / max(1, math.ceil(tc.batch_size / world)))
     parts = build_parts(cfg, train.class_counts(), steps, device)
-    start_epoch, best_metric, best_epoch, since_best = 0, -math.inf, -1, 0
-    best_payload: dict[str, Any] | None = None
-    if resume is not None:
-        parts.model.load_state_dict(resume["state_dict"])
-        if resume.get("optimizer"):
-            parts.optimizer.load_state_dict(resume["optimizer"])
-        if parts.scheduler is not None and resume.get("scheduler"):
-            parts.scheduler.load_state_dict(resume["scheduler"])
-        start_epoch = resume["epoch"] + 1
-        best_metric = resume["best_metric"]
-        best_epoch = resume["extra"].get("best_epoch", -1)
-        since_best = resume["extra"].get("since_best", 0)
-        np_rng = np.random.default_rng([tc.seed, start_epoch])
-        log.info("resuming at epoch %d (best %s %.4f at epoch %d)", start_epoch, METRIC, best_metric, best_epoch)
+    tracker = BestTracker(metric, mode)
+    start_epoch = _resume(parts, resume, tracker) if resume is not None else 0
+    rng = np.random.default_rng([tc.seed, start_epoch] if start_epoch else tc.seed)
     if wrap_model is not None:
         parts.model = wrap_model(parts.model)
     generator = torch.Generator(device="cpu").manual_seed(tc.seed * 1000 + rank + start_epoch)
-    history: list[dict[str, float]] = []
+    history: list[dict[str, Any]] = []
+    best_payload: dict[str, Any] | None = None
     stopped_early = False
     for epoch in range(start_epoch, tc.epochs):
-        t0 = time.perf_counter()
-        shard = train.subset(_shard_indices(len(train), rank, world, np_rng))
-        batches = bucket_batches(shard.lengths, rank_batch, shuffle=True, rng=np_rng, bucket=tc.bucket_batches)
-        metrics: dict[str, float] = {"epoch": epoch, "start_epoch": start_epoch}  # start_epoch > 0: resumed
-        with _exact_batchnorm_averages(parts.model, enabled=epoch == 0):
-            metrics.update(train_one_epoch(parts, shard, cfg, batches, generator))
-        metrics.update(split_metrics(parts, val, "val", tc.batch_size))
-        metrics["lr"] = parts.optimizer.param_groups[0]["lr"]
-        if isinstance(parts.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            parts.scheduler.step(metrics[METRIC])
-        elif parts.scheduler is not None and not isinstance(parts.scheduler, torch.optim.lr_scheduler.OneCycleLR):
-            parts.scheduler.step()
-        value = metrics[METRIC]
-        improved = value > best_metric + 1e-6
-        if improved:
-            best_metric, best_epoch, since_best = value, epoch, 0
-        else:
-            since_best += 1
-        metrics["best/" + METRIC] = best_metric
-        metrics["epoch_s"] = time.perf_counter() - t0
+        metrics = {**run_epoch(parts, cfg, train, val, epoch, rng, generator), "start_epoch": start_epoch}
+        if metric not in metrics:
+            raise KeyError(f"metric {metric!r} is not among the epoch's metrics ({', '.join(sorted(metrics))})")
+        _step_scheduler(parts, metrics[metric], mode)
+        improved = tracker.update(metrics[metric], epoch)
+        stopped_early = tracker.since_best >= tc.early_stopping_patience
+        metrics[best_key(metric)] = tracker.best
+        metrics[EARLY_STOP_KEY] = int(stopped_early)
         history.append(metrics)
         if rank == 0:
-            log.info(
-                "epoch %d  loss %.4f  %s %.4f  (best %.4f @ %d)  %.1fs",
-                epoch,
-                metrics["train/loss"],
-                METRIC,
-                value,
-                best_metric,
-                best_epoch,
-                metrics["epoch_s"],
-            )
-        in_ch = parts.frontend.in_channels
+            log.info("epoch %d  loss %.4f  %s %.4f  (best %.4f @ %d)  %.1fs", epoch, metrics["train/loss"], metric,
+                     metrics[metric], tracker.best, tracker.best_epoch, metrics["epoch_s"])  # fmt: skip
         latest = make_payload(
             parts.model,
             cfg,
-            in_ch,
+            parts.frontend.in_channels,
             epoch=epoch,
             metrics=metrics,
-            best_metric=best_metric,
+            best_metric=tracker.best,
             optimizer=parts.optimizer,
             scheduler=parts.scheduler,
-            extra={"best_epoch": best_epoch, "since_best": since_best},
+            extra={"best_epoch": tracker.best_epoch, "since_best": tracker.since_best, "metric": metric},
         )
         if improved:
             best_payload = latest
         if report is not None:
-            report(metrics, latest, best_payload if improved else None)
-        if since_best >= tc.early_stopping_patience:
-            stopped_early = True
+            report(metrics, latest, latest if improved else None)
+        if stopped_early:
             if rank == 0:
-                log.info("early stop: no improvement for %d epochs", since_best)
+                log.info("early stop: no improvement in %s for %d epochs", metric, tracker.since_best)
             break
     return {
-        "best_epoch": best_epoch,
-        "best_metric": best_metric,
+        "best_epoch": tracker.best_epoch,
+        "best_metric": tracker.best,
         "epochs_run": len(history),
         "stopped_early": stopped_early,
         "history": history,

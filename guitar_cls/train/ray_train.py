@@ -41,8 +41,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: trains ``config["cfg"]`` with DDP, reporting metrics and a checkpoint every epoch.
 
     ``config`` keys: ``cfg`` (Config as dict), ``cache_path``, ``rows`` ({"train": [...], "val": [...]}),
-    ``report_extra`` (constant metrics added to every report), ``fail_marker`` (tests: a file path; when set and
-    missing, the worker creates it and kills itself during epoch 1, to exercise recovery).
+    ``report_extra`` (constant metrics added to every report), ``metric``/``mode`` (what picks the best checkpoint and
+    drives early stopping; default ``METRIC``, max), ``fail_marker`` (tests: a file path; when set and missing, the
+    worker creates it and kills itself during epoch 1, to exercise recovery).
     """
     cfg: Config = config_from_dict(config["cfg"])
     ctx = ray.train.get_context()
@@ -90,6 +91,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         resume=resume,
         wrap_model=ray.train.torch.prepare_model if ctx.get_world_size() > 1 else None,
         device=device,
+        metric=config.get("metric", METRIC),
+        mode=config.get("mode", "max"),
     )
     shutil.rmtree(work, ignore_errors=True)
 

@@ -23,8 +23,8 @@ from guitar_cls.data.pipeline import CacheResult, cache_dataset, metadata_finger
 from guitar_cls.data.schema import MetadataError, write_metadata
 from guitar_cls.data.source import DEMO, DataTable, TableProblem, load_tables, resolve_tables
 from guitar_cls.data.splits import make_splits, save_splits
-from guitar_cls.train.checkpoint import BEST, load_model
-from guitar_cls.train.loop import SnippetSet, predict_proba
+from guitar_cls.train.checkpoint import BEST, SPLITS_FILE, load_model
+from guitar_cls.train.loop import METRIC, SnippetSet, predict_proba
 from guitar_cls.train.metrics import classification_metrics
 from guitar_cls.train.ray_train import make_trainer, split_sets
 
@@ -112,7 +112,7 @@ def prepare_data(cfg: Config, out_dir: Path) -> PreparedData:
     s = cfg.splits
     splits = make_splits(df, (s.train, s.val, s.test), seed=s.seed, group_col=s.group_by)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_splits(df, splits, out_dir / "splits.csv")
+    save_splits(df, splits, out_dir / SPLITS_FILE)
     metadata_path = tables[0].metadata if len(tables) == 1 else _write_atomically(df, out_dir / COMBINED_METADATA)
     cache = cache_dataset(df, audio_root, cfg.data)
     if len(cache.quarantine):
@@ -207,7 +207,7 @@ def train(cfg: Config, name: str | None = None, extra_loop_config: dict[str, Any
         "epochs_run": int(result.metrics.get("epoch", -1)) + 1,
         "epochs_reported": [int(e) for e in result.metrics_dataframe["epoch"]],
         "start_epoch": int(result.metrics.get("start_epoch", 0)),
-        "best_val_balanced_accuracy": float(result.metrics.get("best/val/balanced_accuracy", float("nan"))),
+        "best_val_balanced_accuracy": float(result.metrics.get("best/" + METRIC, float("nan"))),
         **data.describe(),
         "test": metrics,
     }

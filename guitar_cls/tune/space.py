@@ -21,7 +21,7 @@ import logging
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,11 +57,19 @@ _MODEL_PARAMS = "model.params."
 # Keys owned by other parts of the schema: the epoch count is the budget's, data settings are shared by every trial
 # (the waveform cache is built once per sweep).
 _EPOCHS_KEY = "training.epochs"
-_Fail = Callable[[str, str], "SpaceError"]
 
 
 class SpaceError(ValueError):
-    """A search-space file is invalid; the message names the file and the key."""
+    """A search-space file is invalid; the message names the file and the key (``key``: the dotted key alone)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _error(where: str, msg: str) -> SpaceError:
+    """Returns the error for key ``where``; ``space_from_dict`` (and so ``load_space``) prefixes the file."""
+    return SpaceError(f"{where}: {msg}", key=where)
 
 
 @dataclass
@@ -104,15 +112,27 @@ class Param:
         """Returns ``value`` as the searcher holds it (JSON string for lists and mappings)."""
         return _encode(value)
 
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        """Returns this param's Optuna distribution (choices in the searcher's form, see ``encode``): the one source
+        of the searcher's sampling, the grid's domains and the report's importance and axes."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.kind == "choice":
+            return CategoricalDistribution([_encode(c) for c in self.choices])
+        if self.kind == "int":
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return FloatDistribution(float(self.low), float(self.high), log=self.kind == "loguniform", step=self.step)
+
     def suggest(self, trial: optuna.Trial) -> Any:
         """Returns the decoded value sampled from ``trial`` under this param's key."""
-        if self.kind == "choice":
-            return _decode(trial.suggest_categorical(self.key, [_encode(c) for c in self.choices]))
-        if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(
-            self.key, float(self.low), float(self.high), step=self.step, log=self.kind == "loguniform"
-        )
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        d = self.distribution()
+        if isinstance(d, CategoricalDistribution):
+            return decode_choice(trial.suggest_categorical(self.key, d.choices))
+        if isinstance(d, IntDistribution):
+            return trial.suggest_int(self.key, d.low, d.high, step=d.step, log=d.log)
+        return trial.suggest_float(self.key, d.low, d.high, step=d.step, log=d.log)
 
     def sample_values(self) -> list[Any]:
         """Returns the values that bound this distribution (every choice, or both ends), for validation."""
@@ -175,17 +195,17 @@ class SearchSpace:
         Raises SpaceError naming the file and key for a count below 1 or a time budget that is not positive.
         """
 
-        def fail(where: str, msg: str) -> SpaceError:
-            return SpaceError(f"{self.source}: {where}: {msg}")
-
         budget = copy.copy(self.budget)
-        if num_samples is not None:
-            budget.num_samples = _int(num_samples, "budget.num_samples (--num-samples)", fail, lo=1)
-        if time_budget_s is not None:
-            t = _number(time_budget_s, "budget.time_budget_s (--time-budget)", fail)
-            if t <= 0:
-                raise fail("budget.time_budget_s (--time-budget)", f"must be positive, got {t}")
-            budget.time_budget_s = float(t)
+        try:
+            if num_samples is not None:
+                budget.num_samples = _int(num_samples, "budget.num_samples (--num-samples)", lo=1)
+            if time_budget_s is not None:
+                t = _number(time_budget_s, "budget.time_budget_s (--time-budget)")
+                if t <= 0:
+                    raise _error("budget.time_budget_s (--time-budget)", f"must be positive, got {t}")
+                budget.time_budget_s = float(t)
+        except SpaceError as e:
+            raise SpaceError(f"{self.source}: {e}", key=e.key) from None
         out = copy.copy(self)
         out.budget = budget
         return out
@@ -280,75 +300,75 @@ def check_sweep_name(name: Any, where: str = "name") -> str:
 
 def space_from_dict(data: Any, source: str = "<space>", default_name: str = "sweep") -> SearchSpace:
     """Returns the validated search space from a parsed mapping (the YAML schema); ``source`` names it in errors."""
+    try:
+        return _parse_space(data, source, default_name)
+    except SpaceError as e:
+        raise SpaceError(f"{source}: {e}", key=e.key) from None
 
-    def fail(where: str, msg: str) -> SpaceError:
-        return SpaceError(f"{source}: {where}: {msg}")
 
+def _parse_space(data: Any, source: str, default_name: str) -> SearchSpace:
     if not isinstance(data, dict):
-        raise SpaceError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    _no_unknown(data, _TOP_KEYS, "", fail)
+        raise SpaceError(f"expected a mapping at the top level, got {type(data).__name__}")
+    _no_unknown(data, _TOP_KEYS, "")
 
     name = data.get("name", default_name)
-    try:
-        check_sweep_name(name, "name" if "name" in data else "name (from the file name)")
-    except SpaceError as e:
-        raise SpaceError(f"{source}: {e}") from None
+    check_sweep_name(name, "name" if "name" in data else "name (from the file name)")
     if "metric" not in data:
-        raise fail("metric", "missing (the reported metric key, e.g. val/balanced_accuracy)")
+        raise _error("metric", "missing (the reported metric key, e.g. val/balanced_accuracy)")
     metric = data["metric"]
     if not isinstance(metric, str) or not _METRIC_RE.match(metric):
-        raise fail("metric", f"{metric!r} is not a namespaced metric key like val/balanced_accuracy")
+        raise _error("metric", f"{metric!r} is not a namespaced metric key like val/balanced_accuracy")
     mode = data.get("mode")
     if mode not in MODES:
-        raise fail("mode", f"{mode!r} is not one of {list(MODES)}")
+        raise _error("mode", f"{mode!r} is not one of {list(MODES)}")
 
-    budget = _parse_budget(_section(data, "budget", fail, required=True), fail)
-    scheduler = _parse_scheduler(_section(data, "scheduler", fail), budget, fail)
-    data_section = _section(data, "data", fail)
-    fixed = _section(data, "fixed", fail)
-    raw_params = _section(data, "params", fail, required=True)
+    budget = _parse_budget(_section(data, "budget", required=True))
+    scheduler = _parse_scheduler(_section(data, "scheduler"), budget)
+    data_section = _section(data, "data")
+    fixed = _section(data, "fixed")
+    raw_params = _section(data, "params", required=True)
     if not raw_params:
-        raise fail("params", "no parameters to search")
+        raise _error("params", "no parameters to search")
 
     # Every value is checked against the config with the shared settings applied, so a value that is valid alone
     # but not with the sweep's other settings (f_min above a fixed f_max) is caught here too.
     shared: list[tuple[str, Any]] = []
     for k, v in data_section.items():
         if not isinstance(k, str) or "." in k:
-            raise fail(f"data.{k}", "expected a field of the data config (e.g. demo_recordings), not a dotted key")
+            raise _error(f"data.{k}", "expected a field of the data config (e.g. demo_recordings), not a dotted key")
         shared.append((f"data.{k}", v))
-        _check_config(shared, f"data.{k}", fail)
+        _check_config(shared, f"data.{k}")
     for k, v in fixed.items():
-        _check_key(k, f"fixed.{k}", fail)
+        _check_key(k, f"fixed.{k}")
         if k == _EPOCHS_KEY:
-            raise fail(f"fixed.{k}", "set by budget.max_epochs")
+            raise _error(f"fixed.{k}", "set by budget.max_epochs")
         if k.startswith("data."):
-            raise fail(f"fixed.{k}", "data settings go in the `data` section")
+            raise _error(f"fixed.{k}", "data settings go in the `data` section")
         if k == _MODEL_KEY:
-            _check_family(v, f"fixed.{k}", fail)
+            _check_family(v, f"fixed.{k}")
         shared.append((k, v))
-        _check_config(shared, f"fixed.{k}", fail)
+        _check_config(shared, f"fixed.{k}")
 
     params: dict[str, Param] = {}
     for key, spec in raw_params.items():
         where = f"params.{key}"
-        _check_key(key, where, fail)
+        _check_key(key, where)
         if key == _EPOCHS_KEY:
-            raise fail(where, "set by budget.max_epochs")
+            raise _error(where, "set by budget.max_epochs")
         if key.startswith("data."):
-            raise fail(where, "data settings are shared by every trial; set them in the `data` section")
+            raise _error(where, "data settings are shared by every trial; set them in the `data` section")
         if key in fixed:
-            raise fail(where, "also set in `fixed`")
-        p = _parse_param(key, spec, params, where, fail)
+            raise _error(where, "also set in `fixed`")
+        p = _parse_param(key, spec, params, where)
         if key == _MODEL_KEY:
             for family in p.choices if p.kind == "choice" else ():
-                _check_family(family, f"{where}.choice", fail)
+                _check_family(family, f"{where}.choice")
         for value in p.sample_values():
-            _check_config([*shared, (key, value)], where, fail)
+            _check_config([*shared, (key, value)], where)
         params[key] = p
 
-    _check_model_kwargs(fixed, params, fail)
-    search = _parse_search(_section(data, "search", fail), params, fail)
+    _check_model_kwargs(fixed, params)
+    search = _parse_search(_section(data, "search"), params)
     return SearchSpace(
         name=name,
         metric=metric,
@@ -363,14 +383,14 @@ def space_from_dict(data: Any, source: str = "<space>", default_name: str = "swe
     )
 
 
-def _check_family(family: Any, where: str, fail: _Fail) -> None:
+def _check_family(family: Any, where: str) -> None:
     from guitar_cls.models import list_models
 
     if family not in list_models():
-        raise fail(where, f"unknown model family {family!r} (registered: {', '.join(list_models())})")
+        raise _error(where, f"unknown model family {family!r} (registered: {', '.join(list_models())})")
 
 
-def _check_model_kwargs(fixed: Mapping[str, Any], params: Mapping[str, Param], fail: _Fail) -> None:
+def _check_model_kwargs(fixed: Mapping[str, Any], params: Mapping[str, Param]) -> None:
     """Raises unless every family the space can pick accepts every ``model.params`` key a trial of that family can
     get (so a misspelled keyword fails here, not at trial time)."""
     from guitar_cls.models import model_params
@@ -389,195 +409,193 @@ def _check_model_kwargs(fixed: Mapping[str, Any], params: Mapping[str, Param], f
                 continue
             kwarg = key[len(_MODEL_PARAMS) :].split(".")[0]
             if kwarg not in accepted:
-                raise fail(
+                raise _error(
                     f"{'params' if key in params else 'fixed'}.{key}",
                     f"model {family!r} has no parameter {kwarg!r} (accepted: {', '.join(accepted)})",
                 )
 
 
-def _section(data: dict[str, Any], key: str, fail: _Fail, required: bool = False) -> dict[str, Any]:
+def _section(data: dict[str, Any], key: str, required: bool = False) -> dict[str, Any]:
     if key not in data or data[key] is None:
         if required:
-            raise fail(key, "missing")
+            raise _error(key, "missing")
         return {}
     value = data[key]
     if not isinstance(value, dict):
-        raise fail(key, f"expected a mapping, got {type(value).__name__}")
+        raise _error(key, f"expected a mapping, got {type(value).__name__}")
     return value
 
 
-def _no_unknown(data: Mapping[str, Any], known: Sequence[str], prefix: str, fail: _Fail) -> None:
+def _no_unknown(data: Mapping[str, Any], known: Sequence[str], prefix: str) -> None:
     for k in data:
         if k not in known:
-            raise fail(f"{prefix}{k}", f"unknown key (known: {', '.join(known)})")
+            raise _error(f"{prefix}{k}", f"unknown key (known: {', '.join(known)})")
 
 
-def _check_key(key: Any, where: str, fail: _Fail) -> None:
+def _check_key(key: Any, where: str) -> None:
     if not isinstance(key, str) or not _KEY_RE.match(key):
-        raise fail(where, "expected a dotted config key like training.learning_rate")
+        raise _error(where, "expected a dotted config key like training.learning_rate")
 
 
-def _check_config(overrides: list[tuple[str, Any]], where: str, fail: _Fail) -> None:
+def _check_config(overrides: list[tuple[str, Any]], where: str) -> None:
     try:
         config_from_dict({}, overrides)
     except ConfigError as e:
-        raise fail(where, f"{overrides[-1][1]!r} rejected by the config ({e})") from None
+        raise _error(where, f"{overrides[-1][1]!r} rejected by the config ({e})") from None
 
 
-def _int(value: Any, where: str, fail: _Fail, lo: int | None = None) -> int:
+def _int(value: Any, where: str, lo: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise fail(where, f"expected an integer, got {value!r}")
+        raise _error(where, f"expected an integer, got {value!r}")
     if lo is not None and value < lo:
-        raise fail(where, f"must be at least {lo}, got {value}")
+        raise _error(where, f"must be at least {lo}, got {value}")
     return value
 
 
-def _number(value: Any, where: str, fail: _Fail) -> float:
+def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise fail(where, f"expected a number, got {value!r}")
+        raise _error(where, f"expected a number, got {value!r}")
     return value
 
 
-def _parse_budget(data: dict[str, Any], fail: _Fail) -> Budget:
-    _no_unknown(data, _BUDGET_KEYS, "budget.", fail)
+def _parse_budget(data: dict[str, Any]) -> Budget:
+    _no_unknown(data, _BUDGET_KEYS, "budget.")
     for k in ("num_samples", "max_epochs"):
         if k not in data:
-            raise fail(f"budget.{k}", "missing")
+            raise _error(f"budget.{k}", "missing")
     budget = Budget(
-        num_samples=_int(data["num_samples"], "budget.num_samples", fail, lo=1),
-        max_epochs=_int(data["max_epochs"], "budget.max_epochs", fail, lo=1),
+        num_samples=_int(data["num_samples"], "budget.num_samples", lo=1),
+        max_epochs=_int(data["max_epochs"], "budget.max_epochs", lo=1),
     )
     if data.get("time_budget_s") is not None:
-        t = _number(data["time_budget_s"], "budget.time_budget_s", fail)
+        t = _number(data["time_budget_s"], "budget.time_budget_s")
         if t <= 0:
-            raise fail("budget.time_budget_s", f"must be positive, got {t}")
+            raise _error("budget.time_budget_s", f"must be positive, got {t}")
         budget.time_budget_s = float(t)
     if data.get("max_concurrent_trials") is not None:
-        budget.max_concurrent_trials = _int(data["max_concurrent_trials"], "budget.max_concurrent_trials", fail, 1)
+        budget.max_concurrent_trials = _int(data["max_concurrent_trials"], "budget.max_concurrent_trials", 1)
     return budget
 
 
-def _parse_scheduler(data: dict[str, Any], budget: Budget, fail: _Fail) -> SchedulerSettings:
+def _parse_scheduler(data: dict[str, Any], budget: Budget) -> SchedulerSettings:
     kind = data.get("type", "asha")
     if kind not in SCHEDULERS:
-        raise fail("scheduler.type", f"{kind!r} is not one of {list(SCHEDULERS)}")
-    _no_unknown(data, _SCHEDULER_KEYS[kind], "scheduler.", fail)
+        raise _error("scheduler.type", f"{kind!r} is not one of {list(SCHEDULERS)}")
+    _no_unknown(data, _SCHEDULER_KEYS[kind], "scheduler.")
     out = SchedulerSettings(type=kind)
     if kind == "asha":
-        out.grace_period = _int(data.get("grace_period", 1), "scheduler.grace_period", fail, lo=1)
+        out.grace_period = _int(data.get("grace_period", 1), "scheduler.grace_period", lo=1)
         if out.grace_period > budget.max_epochs:
-            raise fail("scheduler.grace_period", f"{out.grace_period} exceeds budget.max_epochs {budget.max_epochs}")
-        rf = _number(data.get("reduction_factor", 4), "scheduler.reduction_factor", fail)
+            raise _error("scheduler.grace_period", f"{out.grace_period} exceeds budget.max_epochs {budget.max_epochs}")
+        rf = _number(data.get("reduction_factor", 4), "scheduler.reduction_factor")
         if rf <= 1:
-            raise fail("scheduler.reduction_factor", f"must be above 1, got {rf}")
+            raise _error("scheduler.reduction_factor", f"must be above 1, got {rf}")
         out.reduction_factor = float(rf)
     return out
 
 
-def _parse_param(key: str, spec: Any, earlier: Mapping[str, Param], where: str, fail: _Fail) -> Param:
+def _parse_param(key: str, spec: Any, earlier: Mapping[str, Param], where: str) -> Param:
     if not isinstance(spec, dict):
-        raise fail(where, f"expected a distribution mapping like {{choice: [...]}}, got {spec!r}")
+        raise _error(where, f"expected a distribution mapping like {{choice: [...]}}, got {spec!r}")
     kinds = [k for k in spec if k in DISTRIBUTIONS]
     if len(kinds) != 1:
-        raise fail(where, f"expected exactly one of {list(DISTRIBUTIONS)}, got {sorted(map(str, spec))}")
+        raise _error(where, f"expected exactly one of {list(DISTRIBUTIONS)}, got {sorted(map(str, spec))}")
     kind = kinds[0]
-    _no_unknown(spec, (kind, *_MODIFIERS[kind]), f"{where}.", fail)
+    _no_unknown(spec, (kind, *_MODIFIERS[kind]), f"{where}.")
     arg = spec[kind]
     p = Param(key=key, kind=kind)
     if kind == "choice":
         if not isinstance(arg, list) or not arg:
-            raise fail(f"{where}.choice", "expected a non-empty list of values")
+            raise _error(f"{where}.choice", "expected a non-empty list of values")
         if len({_canon(v) for v in arg}) != len(arg):
-            raise fail(f"{where}.choice", f"duplicate values in {arg!r}")
+            raise _error(f"{where}.choice", f"duplicate values in {arg!r}")
         p.choices = tuple(arg)
     else:
         if not isinstance(arg, list) or len(arg) != 2:
-            raise fail(f"{where}.{kind}", f"expected [low, high], got {arg!r}")
+            raise _error(f"{where}.{kind}", f"expected [low, high], got {arg!r}")
         if kind == "int":
-            lo, hi = (_int(v, f"{where}.int", fail) for v in arg)
+            lo, hi = (_int(v, f"{where}.int") for v in arg)
         else:
-            lo, hi = (_number(v, f"{where}.{kind}", fail) for v in arg)
+            lo, hi = (_number(v, f"{where}.{kind}") for v in arg)
         if lo >= hi:
-            raise fail(f"{where}.{kind}", f"low {lo} must be below high {hi}")
+            raise _error(f"{where}.{kind}", f"low {lo} must be below high {hi}")
         if kind == "loguniform" and lo <= 0:
-            raise fail(f"{where}.loguniform", f"low {lo} must be positive")
+            raise _error(f"{where}.loguniform", f"low {lo} must be positive")
         p.low, p.high = lo, hi
         if spec.get("log") is not None:
             if not isinstance(spec["log"], bool):
-                raise fail(f"{where}.log", f"expected true/false, got {spec['log']!r}")
+                raise _error(f"{where}.log", f"expected true/false, got {spec['log']!r}")
             p.log = spec["log"]
             if p.log and lo < 1:
-                raise fail(f"{where}.log", f"a log-scaled int needs low >= 1, got {lo}")
+                raise _error(f"{where}.log", f"a log-scaled int needs low >= 1, got {lo}")
         if spec.get("step") is not None:
             step = (
-                _int(spec["step"], f"{where}.step", fail, lo=1)
-                if kind == "int"
-                else _number(spec["step"], f"{where}.step", fail)
+                _int(spec["step"], f"{where}.step", lo=1) if kind == "int" else _number(spec["step"], f"{where}.step")
             )
             if step <= 0:
-                raise fail(f"{where}.step", f"must be positive, got {step}")
+                raise _error(f"{where}.step", f"must be positive, got {step}")
             n = (hi - lo) / step
             if not math.isclose(n, round(n), abs_tol=1e-9):
-                raise fail(f"{where}.step", f"{hi} - {lo} is not a multiple of {step}")
+                raise _error(f"{where}.step", f"{hi} - {lo} is not a multiple of {step}")
             if p.log and step != 1:
-                raise fail(f"{where}.step", "log and step cannot be combined")
+                raise _error(f"{where}.step", "log and step cannot be combined")
             p.step = step
     if spec.get("when") is not None:
-        p.when = _parse_when(spec["when"], earlier, f"{where}.when", fail)
+        p.when = _parse_when(spec["when"], earlier, f"{where}.when")
     return p
 
 
-def _parse_when(when: Any, earlier: Mapping[str, Param], where: str, fail: _Fail) -> dict[str, tuple[Any, ...]]:
+def _parse_when(when: Any, earlier: Mapping[str, Param], where: str) -> dict[str, tuple[Any, ...]]:
     if not isinstance(when, dict) or not when:
-        raise fail(where, f"expected a mapping {{earlier_param: value or [values]}}, got {when!r}")
+        raise _error(where, f"expected a mapping {{earlier_param: value or [values]}}, got {when!r}")
     out = {}
     for parent, allowed in when.items():
         if parent not in earlier:
-            raise fail(f"{where}.{parent}", "refers to a param that is not defined earlier in `params`")
+            raise _error(f"{where}.{parent}", "refers to a param that is not defined earlier in `params`")
         pp = earlier[parent]
         if pp.kind != "choice":
-            raise fail(f"{where}.{parent}", f"conditions can only refer to `choice` params, {parent} is {pp.kind}")
+            raise _error(f"{where}.{parent}", f"conditions can only refer to `choice` params, {parent} is {pp.kind}")
         # A list is a set of alternatives unless it is itself one of the parent's (list-valued) choices.
         values = [allowed] if not isinstance(allowed, list) or _contains(pp.choices, allowed) else allowed
         for v in values:
             if not _contains(pp.choices, v):
-                raise fail(f"{where}.{parent}", f"{v!r} is not one of its choices {list(pp.choices)}")
+                raise _error(f"{where}.{parent}", f"{v!r} is not one of its choices {list(pp.choices)}")
         out[parent] = tuple(values)
     return out
 
 
-def _parse_search(data: dict[str, Any], params: Mapping[str, Param], fail: _Fail) -> SearchSettings:
+def _parse_search(data: dict[str, Any], params: Mapping[str, Param]) -> SearchSettings:
     algorithm = data.get("algorithm", "tpe")
     if algorithm not in ALGORITHMS:
-        raise fail("search.algorithm", f"{algorithm!r} is not one of {list(ALGORITHMS)}")
-    _no_unknown(data, _SEARCH_KEYS[algorithm], "search.", fail)
-    out = SearchSettings(algorithm=algorithm, seed=_int(data.get("seed", 0), "search.seed", fail))
+        raise _error("search.algorithm", f"{algorithm!r} is not one of {list(ALGORITHMS)}")
+    _no_unknown(data, _SEARCH_KEYS[algorithm], "search.")
+    out = SearchSettings(algorithm=algorithm, seed=_int(data.get("seed", 0), "search.seed"))
     if data.get("n_startup_trials") is not None:
-        out.n_startup_trials = _int(data["n_startup_trials"], "search.n_startup_trials", fail, lo=0)
+        out.n_startup_trials = _int(data["n_startup_trials"], "search.n_startup_trials", lo=0)
     if algorithm == "grid":
         for p in params.values():
             if p.when:
-                raise fail(f"params.{p.key}.when", "conditions need an Optuna algorithm (tpe or random), not grid")
+                raise _error(f"params.{p.key}.when", "conditions need an Optuna algorithm (tpe or random), not grid")
     points = data.get("points_to_evaluate") or []
     if not isinstance(points, list):
-        raise fail("search.points_to_evaluate", "expected a list of mappings")
+        raise _error("search.points_to_evaluate", "expected a list of mappings")
     for i, point in enumerate(points):
-        out.points_to_evaluate.append(_check_point(point, params, f"search.points_to_evaluate[{i}]", fail))
+        out.points_to_evaluate.append(_check_point(point, params, f"search.points_to_evaluate[{i}]"))
     return out
 
 
-def _check_point(point: Any, params: Mapping[str, Param], where: str, fail: _Fail) -> dict[str, Any]:
+def _check_point(point: Any, params: Mapping[str, Param], where: str) -> dict[str, Any]:
     if not isinstance(point, dict) or not point:
-        raise fail(where, f"expected a non-empty mapping of param -> value, got {point!r}")
+        raise _error(where, f"expected a non-empty mapping of param -> value, got {point!r}")
     for key, value in point.items():
         if key not in params:
-            raise fail(f"{where}.{key}", f"not a param of this space (params: {', '.join(params)})")
+            raise _error(f"{where}.{key}", f"not a param of this space (params: {', '.join(params)})")
         p = params[key]
         if not p.contains(value):
-            raise fail(f"{where}.{key}", f"{value!r} is outside its distribution")
+            raise _error(f"{where}.{key}", f"{value!r} is outside its distribution")
         if not p.is_active(point):
             # Optuna would silently drop it; the point would not be the trial the author meant.
-            raise fail(f"{where}.{key}", f"its condition {dict(p.when)} does not hold in this point")
+            raise _error(f"{where}.{key}", f"its condition {dict(p.when)} does not hold in this point")
     return dict(point)
 
 
@@ -604,7 +622,8 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decode(value: Any) -> Any:
+def decode_choice(value: Any) -> Any:
+    """Returns a value as the config takes it: a JSON-encoded list or mapping (the searcher's form) decoded."""
     if isinstance(value, str) and value[:1] in ("[", "{"):
         try:
             return json.loads(value)
@@ -654,33 +673,42 @@ def make_searcher(space: SearchSpace, max_concurrent: int | None = None) -> Sear
 
 
 def _grid_plan(space: SearchSpace, max_concurrent: int) -> SearchPlan:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     param_space: dict[str, Any] = {}
     for p in space.params.values():
-        if p.kind == "choice":
-            param_space[p.key] = tune.grid_search([p.encode(c) for c in p.choices])
-        elif p.kind == "loguniform":
-            param_space[p.key] = tune.loguniform(p.low, p.high)
-        elif p.kind == "uniform":
-            param_space[p.key] = tune.quniform(p.low, p.high, p.step) if p.step else tune.uniform(p.low, p.high)
-        elif p.log:
-            param_space[p.key] = tune.lograndint(int(p.low), int(p.high) + 1)
+        d = p.distribution()
+        if isinstance(d, CategoricalDistribution):
+            param_space[p.key] = tune.grid_search(list(d.choices))
+        elif isinstance(d, FloatDistribution):
+            if d.log:
+                param_space[p.key] = tune.loguniform(d.low, d.high)
+            else:
+                param_space[p.key] = tune.quniform(d.low, d.high, d.step) if d.step else tune.uniform(d.low, d.high)
+        elif d.log:
+            param_space[p.key] = tune.lograndint(d.low, d.high + 1)
         else:
-            param_space[p.key] = tune.qrandint(int(p.low), int(p.high), int(p.step or 1))
+            param_space[p.key] = tune.qrandint(d.low, d.high, d.step)
     param_space.update(space.constants())
     search_alg = BasicVariantGenerator(max_concurrent=max_concurrent, random_state=space.search.seed)
     return SearchPlan(search_alg=search_alg, param_space=param_space)
 
 
-def make_scheduler(space: SearchSpace) -> Any:
-    """Returns the trial scheduler; metric and mode are left to ``TuneConfig`` (giving both raises in Tune)."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+def make_scheduler(space: SearchSpace, record_dir: str | Path | None = None) -> Any:
+    """Returns the trial scheduler; metric and mode are left to ``TuneConfig`` (giving both raises in Tune).
+
+    ASHA is ``asha.RecordingASHA``: with ``record_dir`` (the sweep folder) it records each trial it stops there.
+    """
+    from ray.tune.schedulers import FIFOScheduler
+
+    from guitar_cls.tune.asha import RecordingASHA
 
     s = space.scheduler
     if s.type == "asha":
-        return ASHAScheduler(
+        return RecordingASHA(
+            record_dir=record_dir,
             time_attr="training_iteration",
             max_t=space.budget.max_epochs,
             grace_period=s.grace_period,
@@ -705,7 +733,7 @@ def trial_overrides(trial_config: Mapping[str, Any]) -> list[tuple[str, Any]]:
             if isinstance(v, Mapping):
                 walk(v, key)
             else:
-                out.append((key.replace("/", "."), _decode(v)))
+                out.append((key.replace("/", "."), decode_choice(v)))
 
     walk(trial_config, "")
     return out

@@ -4,6 +4,9 @@ MLflow logging from the driver; the best trial registered as the ``champion`` py
 A sweep name is used once: a second run of the same name needs ``--resume`` (which continues the recorded sweep
 and refuses data or splits that changed since it started, see ``sweep.json`` in the sweep folder) or a new
 ``--name``. Both checks come before any Ray or data work.
+
+Everything the sweep leaves in its folder is written through ``tune.record`` (the sweep folder contract); the space's
+``metric`` and ``mode`` choose each trial's best checkpoint, the leaderboard order and the champion.
 """
 
 from __future__ import annotations
@@ -17,19 +20,28 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import ray
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from guitar_cls.config import Config, load_config
-from guitar_cls.train.loop import METRIC
 from guitar_cls.train.run import PreparedData, absolute_paths, init_ray, prepare_data, test_metrics
+from guitar_cls.tune.record import (
+    LEADERBOARD_CSV,
+    RECORD_FILES,
+    SPLITS_FILE,
+    SWEEP_START,
+    SweepRecord,
+    leaderboard,
+    pareto_front,
+    read_asha_stops,
+    trial_from_result,
+)
 from guitar_cls.tune.space import (
     SearchSpace,
     check_sweep_name,
@@ -41,10 +53,7 @@ from guitar_cls.tune.space import (
 
 log = logging.getLogger(__name__)
 
-BEST_KEY = "best/" + METRIC  # the best validation score a trial reached (its best checkpoint's score)
-
-
-SWEEP_RECORD = "sweep.json"  # in the sweep folder: what the first run used (data fingerprint, splits settings)
+BEST_KEY = "best/val/balanced_accuracy"  # kept for report.py until it reads the record (next commit)
 
 
 class SweepInterrupted(RuntimeError):
@@ -61,11 +70,7 @@ class SweepDataChanged(ValueError):
 
 def _name_used_by(sweep_dir: Path, experiment_path: str) -> list[str]:
     """Returns what shows that a sweep of this name ran: its records in ``sweep_dir`` and its Tune experiment."""
-    found = [
-        str(sweep_dir / f)
-        for f in ("mlflow_parent_run_id", SWEEP_RECORD, "leaderboard.csv", "summary.json")
-        if (sweep_dir / f).exists()
-    ]
+    found = [str(sweep_dir / f) for f in RECORD_FILES if (sweep_dir / f).exists()]
     if os.path.isdir(experiment_path):
         found.append(experiment_path)
     return found
@@ -79,7 +84,7 @@ def _check_resume_data(base: Config, sweep_dir: Path, name: str) -> None:
     from guitar_cls.tracking import DATA_TAG, recorded_parent_tag
 
     try:
-        record = json.loads((sweep_dir / SWEEP_RECORD).read_text())
+        record = json.loads((sweep_dir / SWEEP_START).read_text())
     except (OSError, ValueError):
         record = {}
     recorded = record.get("data_fingerprint") or recorded_parent_tag(base, sweep_dir, DATA_TAG)
@@ -168,6 +173,8 @@ def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
         "cache_path": ctx["cache_path"],
         "rows": ctx["rows"],
         "report_extra": {"latency_ms": latency},
+        "metric": ctx["space"].metric,
+        "mode": ctx["space"].mode,
         **ctx.get("loop_extra", {}),
     }
     trainer = make_trainer(
@@ -182,44 +189,14 @@ def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     trainer.fit()
 
 
-def leaderboard(results: tune.ResultGrid) -> pd.DataFrame:
-    """Returns one row per trial sorted by best validation balanced accuracy (best first)."""
-    rows = []
-    for r in results:
-        m = r.metrics or {}
-        row = {
-            "trial_id": m.get("trial_id", ""),
-            "status": "ERROR" if r.error else ("TERMINATED" if m.get("done") else ("NOT_STARTED" if not m else "CUT")),
-            BEST_KEY: m.get(BEST_KEY, np.nan),
-            "last/" + METRIC: m.get(METRIC, np.nan),
-            "epochs": m.get("training_iteration", 0),
-            "latency_ms": m.get("latency_ms", np.nan),
-            "checkpoint_path": m.get("checkpoint_path"),
-        }
-        row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in (r.config or {}).items()})
-        rows.append(row)
-    return pd.DataFrame(rows).sort_values(BEST_KEY, ascending=False, na_position="last").reset_index(drop=True)
-
-
-def pareto_front(board: pd.DataFrame) -> pd.DataFrame:
-    """Returns the trials no other trial beats on both accuracy (higher) and latency (lower)."""
-    ok = board.dropna(subset=[BEST_KEY, "latency_ms"])
-    keep = [
-        i
-        for i, r in ok.iterrows()
-        if not (
-            (ok[BEST_KEY] >= r[BEST_KEY])
-            & (ok["latency_ms"] <= r["latency_ms"])
-            & ((ok[BEST_KEY] > r[BEST_KEY]) | (ok["latency_ms"] < r["latency_ms"]))
-        ).any()
-    ]
-    return ok.loc[keep].sort_values("latency_ms")
-
-
-def pyfunc_balanced_accuracy(model_uri: str, data: PreparedData) -> float:
-    """Returns the balanced accuracy of an MLflow pyfunc model on the test split, fed raw WAV paths."""
+def pyfunc_test_score(model_uri: str, data: PreparedData, metric: str = "balanced_accuracy") -> float:
+    """Returns ``metric`` (a key of ``classification_metrics``) of an MLflow pyfunc model on the test split, fed raw
+    WAV paths."""
     import mlflow
-    from sklearn.metrics import balanced_accuracy_score
+
+    from guitar_cls.data.schema import LABEL_TO_INDEX
+    from guitar_cls.predict import PROB_COLUMNS
+    from guitar_cls.train.metrics import classification_metrics
 
     rows = data.rows("test")
     meta = data.metadata.loc[rows]
@@ -234,7 +211,122 @@ def pyfunc_balanced_accuracy(model_uri: str, data: PreparedData) -> float:
     folders = [os.path.dirname(os.path.realpath(f)) for f in frame["path"]]
     config = {"audio_root": os.path.commonpath(folders) if folders else str(data.audio_root)}
     pred = mlflow.pyfunc.load_model(model_uri, model_config=config).predict(frame)
-    return float(balanced_accuracy_score(meta["label_category"].to_numpy(), pred["label"].to_numpy()))
+    y_true = meta["label_category"].map(LABEL_TO_INDEX).to_numpy()
+    return float(classification_metrics(y_true, pred[list(PROB_COLUMNS)].to_numpy(float))[metric])
+
+
+@dataclass
+class _Setup:
+    """What ``run_sweep`` decided before starting Tune."""
+
+    space: SearchSpace
+    name: str
+    base: Config
+    sweep_dir: Path
+    experiment_path: str
+    resumed: bool
+
+
+def _setup(
+    space_path: str | Path,
+    overrides: list[str | tuple[str, Any]] | None,
+    name: str | None,
+    resume: bool,
+    num_samples: int | None,
+    time_budget_s: float | None,
+) -> _Setup:
+    """Returns the checked space, name, base config and folders; raises before any Ray or data work (see run_sweep)."""
+    space: SearchSpace = load_space(space_path).with_budget(num_samples, time_budget_s)
+    name = check_sweep_name(name, "--name") if name else space.name
+    base = absolute_paths(load_config(None, [*space.shared_overrides(), *(overrides or [])]))
+    sweep_dir = Path(base.logging.output_dir) / "sweeps" / name
+    experiment_path = os.path.join(base.logging.storage_path, name)
+    used = _name_used_by(sweep_dir, experiment_path)
+    if used and not resume:
+        raise SweepNameInUse(
+            f"sweep name {name!r} is already used ({', '.join(used)}): pass --resume to continue that sweep, or "
+            f"--name NEW_NAME to start another one"
+        )
+    if used:
+        _check_resume_data(base, sweep_dir, name)
+    return _Setup(space, name, base, sweep_dir, experiment_path, bool(used))
+
+
+def _make_tuner(setup: _Setup, data: PreparedData, tracker: Any, loop_extra: dict[str, Any], resume: bool) -> Any:
+    """Returns the Tuner: restored from the experiment folder with ``resume``, else built from the space."""
+    space, base = setup.space, setup.base
+    plan = plan_resources(base.training.num_workers)
+    ctx = {
+        "base": base.to_dict(),
+        "space": space,
+        "cache_path": str(data.cache.path),
+        "rows": data.loop_rows(),
+        "storage_path": base.logging.storage_path,
+        "cpus_per_worker": plan.cpus_per_worker,
+        "threads_per_worker": plan.threads_per_worker,
+        "loop_extra": loop_extra,
+    }
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"CPU": 1})
+    if resume and tune.Tuner.can_restore(setup.experiment_path):
+        log.info("resuming sweep %s from %s", setup.name, setup.experiment_path)
+        return tune.Tuner.restore(
+            setup.experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    if resume:
+        log.warning("nothing to resume at %s: starting the sweep afresh", setup.experiment_path)
+    max_concurrent = space.budget.max_concurrent_trials or plan.max_concurrent
+    search = make_searcher(space, max_concurrent=max_concurrent)
+    return tune.Tuner(
+        trainable,
+        param_space=search.param_space,
+        tune_config=tune.TuneConfig(
+            search_alg=search.search_alg,
+            scheduler=make_scheduler(space, record_dir=setup.sweep_dir),
+            metric=space.metric,
+            mode=space.mode,
+            num_samples=space.budget.num_samples,
+            max_concurrent_trials=max_concurrent,
+            time_budget_s=space.budget.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name=setup.name,
+            storage_path=base.logging.storage_path,
+            callbacks=[tracker.callback()],
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
+
+
+def _finish(
+    setup: _Setup,
+    record: SweepRecord,
+    data: PreparedData,
+    tracker: Any,
+    *,
+    register: bool,
+    promote: bool,
+) -> dict[str, Any]:
+    """Tests the best trial's best checkpoint, registers it (champion by the space's metric) and returns the summary
+    fields they add."""
+    best = record.best_trial()
+    if best is None:
+        tracker.finish("FAILED")
+        raise RuntimeError(f"sweep {setup.name}: no trial reported a result; see {setup.experiment_path}")
+    checkpoint = best.checkpoint
+    test = test_metrics(checkpoint, data.snippet_set("test"))
+    tracker.log_metrics(test, prefix="best_trial/test/")
+    tracker.log_metrics({"best_trial/" + record.best_key: float(best.best)})
+    out: dict[str, Any] = {"best_trial": best.trial_id, "checkpoint": str(checkpoint), "test": test}
+    if register:
+        out["registration"] = tracker.register(
+            checkpoint,
+            lambda uri: pyfunc_test_score(uri, data, record.test_metric),
+            splits_csv=setup.sweep_dir / SPLITS_FILE,
+            promote=promote,
+            metric=record.test_metric,
+            mode=record.mode,
+        )
+    return out
 
 
 def run_sweep(
@@ -259,121 +351,46 @@ def run_sweep(
         SweepNameInUse: the name was used before and ``resume`` is False.
         SweepDataChanged: ``resume`` of a sweep whose data or splits settings changed.
     """
-    space: SearchSpace = load_space(space_path).with_budget(num_samples, time_budget_s)  # checked before any work
-    name = check_sweep_name(name, "--name") if name else space.name
-    base: Config = load_config(None, [*space.shared_overrides(), *(overrides or [])])
-    base = absolute_paths(base)
-    sweep_dir = Path(base.logging.output_dir) / "sweeps" / name
-    storage = base.logging.storage_path
-    experiment_path = os.path.join(storage, name)
-    used = _name_used_by(sweep_dir, experiment_path)
-    if used and not resume:
-        raise SweepNameInUse(
-            f"sweep name {name!r} is already used ({', '.join(used)}): pass --resume to continue that sweep, or "
-            f"--name NEW_NAME to start another one"
-        )
-    if used:
-        _check_resume_data(base, sweep_dir, name)
+    setup = _setup(space_path, overrides, name, resume, num_samples, time_budget_s)
+    space, sweep_dir = setup.space, setup.sweep_dir
     init_ray()
-    data = prepare_data(base, sweep_dir)
+    data = prepare_data(setup.base, sweep_dir)
     from guitar_cls.tracking import SweepTracker
 
-    tracker = SweepTracker(
-        base,
-        sweep_dir,
-        name=name,
-        tags={
-            "space_file": str(Path(space_path).resolve()),
-            "data_hash": data.fingerprint,
-            "sweep": name,
-            "metadata": str(data.metadata_path),
-            "audio_root": str(data.audio_root),
-        },
-    )
-    if not (sweep_dir / SWEEP_RECORD).exists():
-        record = {"name": name, "data_fingerprint": data.fingerprint, "splits": dataclasses.asdict(base.splits)}
-        (sweep_dir / SWEEP_RECORD).write_text(json.dumps(record, indent=2))
-    plan = plan_resources(base.training.num_workers)
-    ctx = {
-        "base": base.to_dict(),
-        "space": space,
-        "cache_path": str(data.cache.path),
-        "rows": data.loop_rows(),
-        "storage_path": storage,
-        "cpus_per_worker": plan.cpus_per_worker,
-        "threads_per_worker": plan.threads_per_worker,
-        "loop_extra": loop_extra or {},
-    }
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"CPU": 1})
-    run_config = tune.RunConfig(
-        name=name,
-        storage_path=storage,
-        callbacks=[tracker.callback()],
-        failure_config=tune.FailureConfig(max_failures=0),
-    )
-    if resume and tune.Tuner.can_restore(experiment_path):
-        log.info("resuming sweep %s from %s", name, experiment_path)
-        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        if resume:
-            log.warning("nothing to resume at %s: starting the sweep afresh", experiment_path)
-        max_concurrent = space.budget.max_concurrent_trials or plan.max_concurrent
-        search = make_searcher(space, max_concurrent=max_concurrent)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=search.param_space,
-            tune_config=tune.TuneConfig(
-                search_alg=search.search_alg,
-                scheduler=make_scheduler(space),
-                metric=space.metric,
-                mode=space.mode,
-                num_samples=space.budget.num_samples,
-                max_concurrent_trials=max_concurrent,
-                time_budget_s=space.budget.time_budget_s,
-            ),
-            run_config=run_config,
-        )
+    space_file = str(Path(space_path).resolve())
+    tags = {"space_file": space_file, "data_hash": data.fingerprint, "sweep": setup.name}
+    tags |= {"metadata": str(data.metadata_path), "audio_root": str(data.audio_root)}
+    tracker = SweepTracker(setup.base, sweep_dir, name=setup.name, tags=tags)
+    if not (sweep_dir / SWEEP_START).exists():
+        start = {"name": setup.name, "data_fingerprint": data.fingerprint, "splits": asdict(setup.base.splits)}
+        (sweep_dir / SWEEP_START).write_text(json.dumps(start, indent=2))
+    tuner = _make_tuner(setup, data, tracker, loop_extra or {}, resume)
     t0 = time.perf_counter()
     with _sigint_watch() as interrupted:
         results = tuner.fit()
     if interrupted():  # Ctrl-C: Tune saved its state and returned early; register nothing
         tracker.finish("KILLED")
-        raise SweepInterrupted(f"sweep {name} interrupted; rerun with --resume --name {name} to continue")
-    board = leaderboard(results)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    board.to_csv(sweep_dir / "leaderboard.csv", index=False)
-    tracker.log_artifact(sweep_dir / "leaderboard.csv")
+        raise SweepInterrupted(f"sweep {setup.name} interrupted; rerun with --resume --name {setup.name} to continue")
+    stops = read_asha_stops(sweep_dir)
+    trials = [trial_from_result(r, metric=space.metric, max_epochs=space.budget.max_epochs, asha_stops=stops)
+              for r in results]  # fmt: skip
     summary: dict[str, Any] = {
-        "sweep": name,
-        "space_file": str(Path(space_path).resolve()),
+        "sweep": setup.name,
+        "space_file": space_file,
+        "metric": space.metric,
+        "mode": space.mode,
         **data.describe(),
         "wall_s": round(time.perf_counter() - t0, 1),
-        "trials": len(board),
-        "errors": int((board["status"] == "ERROR").sum()),
-        "leaderboard": board,
+        "trials": len(trials),
+        "errors": sum(t.status == "ERROR" for t in trials),
     }
-    finished = board.dropna(subset=[BEST_KEY, "checkpoint_path"])
-    if finished.empty:
-        tracker.finish("FAILED")
-        raise RuntimeError(f"sweep {name}: no trial reported a result; see {experiment_path}")
-    best = finished.iloc[0]
-    checkpoint = Path(best["checkpoint_path"]) / "best.pt"
-    test = test_metrics(checkpoint, data.snippet_set("test"))
-    tracker.log_metrics(test, prefix="best_trial/test/")
-    tracker.log_metrics({"best_trial/" + BEST_KEY: float(best[BEST_KEY])})
-    summary.update(best_trial=str(best["trial_id"]), checkpoint=str(checkpoint), test=test)
-    if register:
-        summary["registration"] = tracker.register(
-            checkpoint,
-            lambda uri: pyfunc_balanced_accuracy(uri, data),
-            splits_csv=sweep_dir / "splits.csv",
-            promote=promote,
-        )
+    record = SweepRecord(setup.name, space.metric, space.mode, space.budget.max_epochs, trials, summary)
+    record.write(sweep_dir)
+    tracker.log_artifact(sweep_dir / LEADERBOARD_CSV)
+    summary.update(_finish(setup, record, data, tracker, register=register, promote=promote))
     tracker.finish()
-    (sweep_dir / "summary.json").write_text(
-        json.dumps({k: v for k, v in summary.items() if k != "leaderboard"}, indent=2, default=str)
-    )
-    return summary
+    record.write(sweep_dir)
+    return {**summary, "leaderboard": record.leaderboard()}
 
 
 __all__ = [
