@@ -4,7 +4,7 @@
                           [--metadata M] [--audio-root R] [--no-evaluate] [--top N] [--overwrite]
 
 Recommendations, quality bars, leaderboard, parameter plots and importance, learning curves, the accuracy/latency
-Pareto front and the champion's test-split evaluation (DIR/evaluation); see guitar_cls/report.py. DIR may be new,
+Pareto front and the champion's test-split evaluation (DIR/evaluation); see guitar_cls/report/. DIR may be new,
 empty or a previous report; any other folder is refused unless --overwrite (which keeps every file not ours).
 """
 

@@ -1,5 +1,6 @@
-"""Sweep report: a hand-made finished sweep (leaderboard.csv, summary.json, one result.json per trial, the formats
-run_sweep and Tune write) -> report.md, figures, Pareto front, importance, recommendations; errors; the job."""
+"""Sweep report: a hand-made finished sweep (its record through tune.record, one result.json per trial as Tune
+writes it) -> report.md, figures, Pareto front, importance, recommendations; stop reasons read from the record; the
+space's metric ranks; old leaderboard.csv records still read; no Ray import; errors; the job."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ import pytest
 
 from guitar_cls import report as rp
 from guitar_cls.outputs import MARKER, OutputFolderError
-from guitar_cls.tune.sweep import BEST_KEY
+from guitar_cls.report import legacy
+from guitar_cls.tune.record import LEADERBOARD_CSV, TRIALS_FILE, SweepRecord, TrialRecord, best_key
+
+METRIC = "val/balanced_accuracy"
+BEST_KEY = best_key(METRIC)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = """
@@ -78,10 +83,23 @@ TEST_METRICS = {
 }
 
 
-def write_sweep(root: Path, trials: dict = TRIALS, name: str = "fake", space: bool = True) -> Path:
-    """Writes a finished sweep as run_sweep and Tune leave it under ``root/outputs`` and returns the output dir."""
+def write_sweep(
+    root: Path,
+    trials: dict = TRIALS,
+    name: str = "fake",
+    space: bool = True,
+    *,
+    stop_reasons: dict[str, str] | None = None,
+    metric: str = METRIC,
+    legacy_csv: bool = False,
+) -> Path:
+    """Writes a finished sweep as run_sweep and Tune leave it under ``root/outputs`` and returns the output dir.
+
+    The record's stop reason of a trial is ``stop_reasons[id]``, else ``completed`` for 4 epochs and ``asha``
+    below. ``legacy_csv``: write the leaderboard.csv of sweeps from before trials.json instead (no stop reasons).
+    """
     out, storage = root / "outputs", root / "outputs" / "ray_results"
-    rows = []
+    records, rows = [], []
     for i, (tid, (params, curve, latency)) in enumerate(trials.items()):
         config = {**params, "training.epochs": 4}
         ckpt = storage / f"train-{tid}" / f"checkpoint_2026-01-01_00-00-0{i}.000000"
@@ -96,8 +114,8 @@ def write_sweep(root: Path, trials: dict = TRIALS, name: str = "fake", space: bo
                     {
                         "epoch": epoch,
                         "train/loss": 1.1 - 0.1 * epoch - acc / 10,
-                        "val/balanced_accuracy": acc,
-                        BEST_KEY: max(curve[: epoch + 1]),
+                        metric: acc,
+                        best_key(metric): max(curve[: epoch + 1]),
                         "epoch_s": 2.0,
                         "latency_ms": latency,
                         "checkpoint_path": str(ckpt),
@@ -111,6 +129,10 @@ def write_sweep(root: Path, trials: dict = TRIALS, name: str = "fake", space: bo
                 )
             )
         (trial_dir / "result.json").write_text("\n".join(lines) + "\n")
+        reason = (stop_reasons or {}).get(tid) or ("completed" if len(curve) >= 4 else "asha")
+        records.append(
+            TrialRecord(tid, "TERMINATED", reason, len(curve), max(curve), curve[-1], latency, str(ckpt), config)
+        )
         rows.append(
             {
                 "trial_id": tid,
@@ -120,27 +142,31 @@ def write_sweep(root: Path, trials: dict = TRIALS, name: str = "fake", space: bo
                 "epochs": len(curve),
                 "latency_ms": latency,
                 "checkpoint_path": str(ckpt),
-                **config,
+                **{k: json.dumps(v) if isinstance(v, list) else v for k, v in config.items()},
             }
         )
-    board = pd.DataFrame(rows).sort_values(BEST_KEY, ascending=False)
     sweep_dir = out / "sweeps" / name
     sweep_dir.mkdir(parents=True)
-    board.to_csv(sweep_dir / "leaderboard.csv", index=False)
-    best = board.iloc[0]
+    record = SweepRecord(name, metric, "max", 4, records)
+    best = record.best_trial()
     summary = {
         "sweep": name,
         "wall_s": 120.0,
-        "trials": len(board),
+        "trials": len(records),
         "errors": 0,
-        "best_trial": best["trial_id"],
-        "checkpoint": str(Path(best["checkpoint_path"]) / "best.pt"),
+        "best_trial": best.trial_id,
+        "checkpoint": str(best.checkpoint),
         "test": TEST_METRICS,
     }
     if space:
-        (root / "space.yaml").write_text(SPACE)
+        (root / "space.yaml").write_text(SPACE.replace("metric: val/balanced_accuracy", f"metric: {metric}"))
         summary["space_file"] = str(root / "space.yaml")
-    (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    record.summary = summary
+    if legacy_csv:
+        pd.DataFrame(rows).sort_values(BEST_KEY, ascending=False).to_csv(sweep_dir / LEADERBOARD_CSV, index=False)
+        (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    else:
+        record.write(sweep_dir)
     return out
 
 
@@ -237,17 +263,45 @@ def test_quality_bars() -> None:
     assert all(b["passed"] is None for b in rp.quality_bars(None, None))
 
 
-def test_stop_rules() -> None:
-    assert rp.epochs_without_improvement(pd.Series([0.5, 0.6, 0.6, 0.55, 0.59])) == 3
-    assert rp.epochs_without_improvement(pd.Series([0.5, 0.6])) == 0
+def test_legacy_stop_rules() -> None:
+    assert legacy.epochs_without_improvement(pd.Series([0.5, 0.6, 0.6, 0.55, 0.59])) == 3
+    assert legacy.epochs_without_improvement(pd.Series([0.5, 0.6])) == 0
     from guitar_cls.tune.space import load_space
 
     arch = load_space(ROOT / "search_spaces" / "arch.yaml")
-    assert rp.asha_rungs(arch, arch.budget.max_epochs) == {3, 9}
-    assert rp.asha_rungs(load_space(ROOT / "search_spaces" / "smoke.yaml"), 2) == set()  # fifo
+    assert legacy.asha_rungs(arch, arch.budget.max_epochs) == {3, 9}
+    assert legacy.asha_rungs(load_space(ROOT / "search_spaces" / "smoke.yaml"), 2) == set()  # fifo
 
 
-def test_early_stopping_and_time_budget(tmp_path: Path) -> None:
+def test_stop_reasons_are_read_from_the_record(tmp_path: Path) -> None:
+    # Each recorded reason contradicts what the curves would suggest: the report must not re-derive them.
+    params = {**TRIALS["b8c9d0e1"][0], "training.early_stopping_patience": 2}
+    trials = {
+        "a0a0a0a0": (params, [0.5, 0.6, 0.7], 12.0),  # still improving, not at a rung: ASHA's decision all the same
+        "e0e0e0e0": (params, [0.5, 0.6], 12.0),  # at the rung 2 and improving: the loop said it stopped itself
+        "c0c0c0c0": (params, [0.9, 0.5, 0.5], 12.0),  # looks early-stopped, was cut by the time budget
+    }
+    reasons = {"a0a0a0a0": "asha", "e0e0e0e0": "early_stop", "c0c0c0c0": "budget"}
+    out = write_sweep(tmp_path, trials, stop_reasons=reasons)
+    record = SweepRecord.read(out / "sweeps" / "fake")
+    record.trials.append(TrialRecord("ffff0000", "ERROR", "error", 1, None, None, None, None, dict(params)))
+    record.write(out / "sweeps" / "fake")
+    report = rp.build_report("fake", tmp_path / "report", output_dir=out, evaluate_champion=False)
+    assert report.sweep.board.set_index("trial_id")["stop_reason"].to_dict() == {**reasons, "ffff0000": "error"}
+    rows = {
+        line.split(" | ")[1]: line
+        for line in section(report.path.read_text(), "Leaderboard").splitlines()
+        if re.match(r"\| \d+ \|", line)
+    }
+    assert rows["a0a0a0a0"].endswith("| 3/4 | 12.0 | ASHA @ 3 |")
+    assert rows["e0e0e0e0"].endswith("| 2/4 | 12.0 | early stop @ 2 |")
+    assert rows["c0c0c0c0"].endswith("| 3/4 | 12.0 | cut @ 3 |")
+    assert rows["ffff0000"].endswith("| 1/4 | – | error |")
+    head = report.path.read_text().splitlines()[2]
+    assert "(1 error, 1 stopped by ASHA, 1 stopped by early stopping, 1 cut by the time budget)" in head
+
+
+def test_legacy_record_infers_early_stopping_and_time_budget(tmp_path: Path) -> None:
     # Patience 2 (the trial's own config beats the space's fixed 3); every trial ends at epoch 3, not an ASHA rung.
     params = {**TRIALS["b8c9d0e1"][0], "training.early_stopping_patience": 2}
     trials = {
@@ -256,10 +310,10 @@ def test_early_stopping_and_time_budget(tmp_path: Path) -> None:
         "d0d0d0d2": (params, [0.5, 0.8, 0.7, 0.6], 12.0),  # ran to max_epochs
         "d0d0d0d3": (params, [0.5, 0.6], 12.0),  # rung 2
     }
-    board = rp.load_sweep("fake", write_sweep(tmp_path, trials)).board.set_index("trial_id")["stop_reason"]
-    assert board.to_dict() == {
-        "d0d0d0d0": "early_stopping",
-        "d0d0d0d1": "stopped",
+    board = rp.load_sweep("fake", write_sweep(tmp_path, trials, legacy_csv=True)).board
+    assert board.set_index("trial_id")["stop_reason"].to_dict() == {
+        "d0d0d0d0": "early_stop",
+        "d0d0d0d1": "budget",
         "d0d0d0d2": "completed",
         "d0d0d0d3": "asha",
     }
@@ -275,7 +329,7 @@ def test_too_few_trials_gives_a_note(tmp_path: Path) -> None:
 
 
 def test_without_space_file_distributions_are_inferred(tmp_path: Path) -> None:
-    out = write_sweep(tmp_path, space=False)
+    out = write_sweep(tmp_path, space=False, legacy_csv=True)
     sweep = rp.load_sweep("fake", out)
     assert sweep.space is None and set(sweep.params) == set(TRIALS["a1b2c3d4"][0])
     dists = rp.distributions(sweep)
@@ -283,7 +337,7 @@ def test_without_space_file_distributions_are_inferred(tmp_path: Path) -> None:
     assert dists["model.params.dropout"].low == 0.1 and dists["model.params.dropout"].high == 0.4
     report = rp.build_report("fake", tmp_path / "report", output_dir=out, evaluate_champion=False)
     assert report.importance.values and (tmp_path / "report" / "parallel_coordinates.png").is_file()
-    assert report.sweep.board.set_index("trial_id").loc["f2a3b4c5", "stop_reason"] == "stopped"  # no ASHA known
+    assert report.sweep.board.set_index("trial_id").loc["f2a3b4c5", "stop_reason"] == "budget"  # no ASHA known
 
 
 def test_distribution_value_reads_csv_values() -> None:
@@ -301,7 +355,7 @@ def test_distribution_value_reads_csv_values() -> None:
 
 def test_missing_sweep_names_the_path(tmp_path: Path) -> None:
     out = write_sweep(tmp_path)
-    with pytest.raises(rp.SweepNotFound, match=re.escape(str(out / "sweeps" / "nope" / "leaderboard.csv"))) as e:
+    with pytest.raises(rp.SweepNotFound, match=re.escape(str(out / "sweeps" / "nope" / TRIALS_FILE))) as e:
         rp.build_report("nope", tmp_path / "report", output_dir=out)
     assert "finished sweeps under" in str(e.value) and str(e.value).endswith(": fake)")
     assert not (tmp_path / "report").exists()
@@ -382,12 +436,12 @@ def test_job(tmp_path: Path) -> None:
     assert result["best_trial"] == "a1b2c3d4" and result["pareto_front"] == ["00123456", "a1b2c3d4"]
     assert (tmp_path / "r" / "report.md").is_file()
     missing = subprocess.run([*cmd[:3], "nope", *cmd[4:]], capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert missing.returncode != 0 and "sweeps/nope/leaderboard.csv not found" in missing.stderr
+    assert missing.returncode != 0 and f"sweeps/nope/{TRIALS_FILE} not found" in missing.stderr
 
 
 def test_errored_trial_is_listed_not_ranked(tmp_path: Path) -> None:
-    out = write_sweep(tmp_path)
-    board_csv = out / "sweeps" / "fake" / "leaderboard.csv"
+    out = write_sweep(tmp_path, legacy_csv=True)  # an old record: the error comes from the status column
+    board_csv = out / "sweeps" / "fake" / LEADERBOARD_CSV
     board = pd.read_csv(board_csv, dtype={"trial_id": str})
     error = {"trial_id": "eeee0000", "status": "ERROR", "epochs": 0, "model.name": "resnet", "training.epochs": 4}
     pd.concat([board, pd.DataFrame([error])], ignore_index=True).to_csv(board_csv, index=False)
@@ -396,3 +450,39 @@ def test_errored_trial_is_listed_not_ranked(tmp_path: Path) -> None:
     assert len(rows) == 1 and rows[0].endswith("| 0/4 | – | error |")
     assert "eeee0000" not in report.front["trial_id"].tolist() and report.importance.n_trials == 4
     assert "4 trials" not in report.path.read_text().splitlines()[2] and "(1 error," in report.path.read_text()
+
+
+def test_legacy_record_gives_the_same_report(tmp_path: Path) -> None:
+    new = rp.build_report("fake", tmp_path / "a", output_dir=write_sweep(tmp_path / "new"), evaluate_champion=False)
+    old = write_sweep(tmp_path / "old", legacy_csv=True)
+    again = rp.build_report("fake", tmp_path / "b", output_dir=old, evaluate_champion=False)
+    assert new.path.read_text() == again.path.read_text()
+
+
+def test_the_space_metric_ranks_trials_and_picks_the_champion(tmp_path: Path) -> None:
+    # Curves are of val/macro_f1 here; the record's best trial and the leaderboard follow them.
+    out = write_sweep(tmp_path, metric="val/macro_f1")
+    report = rp.build_report("fake", tmp_path / "report", output_dir=out, evaluate_champion=False)
+    assert report.sweep.metric == "val/macro_f1" and report.sweep.best_key == "best/val/macro_f1"
+    assert report.sweep.board["trial_id"].tolist() == ORDER and report.sweep.best["trial_id"] == ORDER[0]
+    text = report.path.read_text()
+    assert "Trials ranked by val/macro_f1 (max)." in text and "## Parameters vs macro f1" in text
+    assert "| best val/macro_f1 | last val/macro_f1 |" in section(text, "Leaderboard")
+    record = SweepRecord.read(out / "sweeps" / "fake")
+    assert (
+        record.best_trial().trial_id == json.loads((out / "sweeps" / "fake" / "summary.json").read_text())["best_trial"]
+    )
+
+
+def test_report_paths_are_relative_to_the_project(tmp_path: Path) -> None:
+    out = write_sweep(tmp_path)
+    report = rp.build_report("fake", tmp_path / "report", output_dir=out, evaluate_champion=False)
+    assert str(tmp_path) not in report.path.read_text()
+    assert rp.display_path(ROOT / "search_spaces" / "arch.yaml") == "search_spaces/arch.yaml"
+
+
+def test_importing_the_report_imports_no_ray() -> None:
+    code = "import sys, guitar_cls.report; print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

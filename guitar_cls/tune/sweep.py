@@ -53,8 +53,6 @@ from guitar_cls.tune.space import (
 
 log = logging.getLogger(__name__)
 
-BEST_KEY = "best/val/balanced_accuracy"  # kept for report.py until it reads the record (next commit)
-
 
 class SweepInterrupted(RuntimeError):
     """The sweep stopped before its trials finished (e.g. Ctrl-C); ``--resume`` continues it."""
