@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from guitar_cls.config import FeatureConfig
-from guitar_cls.features import FEATURES, frames_for, make_frontend
+from guitar_cls.features import FEATURES, block_power_spectrogram, frames_for, make_frontend, stft_kernels
 
 SR = 22050
 
@@ -100,7 +100,7 @@ def test_valid_frame_path_equals_the_dense_stft(name: str, monkeypatch: pytest.M
     lengths = torch.tensor([900, 2048, 2175, 11025, int(1.7 * SR)])  # below, at and just past n_fft, longer
     batch = torch.randn(len(lengths), int(lengths.max()), generator=g) * 0.3
     sparse, fl_sparse = fe(batch, lengths)
-    monkeypatch.setattr(features, "_tracing", lambda: True)
+    monkeypatch.setattr(features, "is_tracing", lambda: True)
     dense, fl_dense = fe(batch, lengths)
     assert torch.equal(fl_sparse, fl_dense)
     torch.testing.assert_close(sparse, dense, atol=1e-5, rtol=1e-5)
@@ -130,3 +130,22 @@ def test_front_end_stays_fp32_under_bf16_autocast() -> None:
         mixed, _ = fe(wave, n)
     assert mixed.dtype == torch.float32
     assert torch.equal(plain, mixed)
+
+
+@pytest.mark.parametrize(
+    ("n_fft", "hop", "band"),
+    [(2048, 128, (7, 744)), (1024, 96, (0, 513)), (512, 512, (3, 40)), (256, 64, (1, 129))],
+    ids=["default", "hop-not-dividing", "no-overlap", "to-nyquist"],
+)
+def test_block_stft_equals_torch_stft(n_fft: int, hop: int, band: tuple[int, int]) -> None:
+    """The export path's STFT (blocks of gcd(n_fft, hop) samples) gives torch.stft's Hann power, band edges included."""
+    g = torch.Generator().manual_seed(4)
+    lengths = torch.tensor([n_fft + 5 * hop + 7, 3 * n_fft + 1])
+    wave = torch.randn(2, int(lengths.max()), generator=g)
+    k = stft_kernels(n_fft, hop, band)
+    power, fl = block_power_spectrogram(wave, lengths, k.dft, k.taps, n_fft, hop)
+    zeroed = wave * (torch.arange(wave.shape[1]) < lengths[:, None])
+    ref = torch.stft(zeroed.double(), n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64), center=False,
+                     return_complex=True)[:, band[0] : band[1]].abs().square()  # fmt: skip
+    assert power.shape == ref.shape and fl.tolist() == [frames_for(int(n), n_fft, hop) for n in lengths]
+    torch.testing.assert_close(power.double(), ref, atol=1e-5 * float(ref.max()), rtol=1e-4)

@@ -14,9 +14,12 @@ the same prediction alone as inside a padded batch, :class:`LengthMasker` instal
 - global average pools (``nn.AdaptiveAvgPool2d(1)``, e.g. the squeeze-excitation pools of torchvision) are replaced by
   :class:`MaskedGlobalPool`, a mean over valid frames only.
 
-Element-wise layers (batch norm in eval mode, activations, residual sums) keep positions independent, so the valid
-outputs are exact; positions past the length hold junk that the next conv/pool masks away. With ``lengths=None``
-nothing is masked.
+Masks are built once per resolution and applied by multiplication (``-inf`` by ``torch.where``), which keep a
+channels-last activation channels-last (``masked_fill`` returns a contiguous copy) and are exact: a valid value is
+multiplied by 1 or kept. Element-wise layers (batch norm in eval mode, activations, residual sums) keep positions
+independent, so the valid outputs are exact; positions past the length hold junk that the next conv/pool masks away.
+With ``lengths=None`` nothing is masked. While tracing (ONNX export) every batch is masked, sizes stay symbolic, and
+the masks are in the graph once per resolution.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from guitar_cls.features import frame_mask, is_tracing
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +63,15 @@ def conv_out_length(
     return out
 
 
-def time_mask(lengths: Tensor, t: int) -> Tensor:
-    """Returns a bool mask ``[B, T]``: True on valid frames (index < length)."""
-    return torch.arange(t, device=lengths.device) < lengths[:, None]
+# interpret.py's name for ``features.frame_mask`` (one function: ``(B,) lengths, T -> (B, T)`` bool mask)
+time_mask = frame_mask
+
+
+def _clamp_lengths(lengths: Tensor, t: int | Tensor) -> Tensor:
+    """Returns ``lengths`` clamped to ``[1, t]``; ``t`` is a tensor while tracing, and the bound must stay one."""
+    if isinstance(t, Tensor):
+        return torch.minimum(lengths.clamp(min=1), t.to(lengths.device, lengths.dtype))
+    return lengths.clamp(1, t)
 
 
 class LengthMasker:
@@ -72,6 +83,7 @@ class LengthMasker:
 
     def __init__(self, root: nn.Module) -> None:
         self._by_t: dict[int, Tensor] | None = None
+        self._masks: dict[int, Tensor] = {}  # T -> (B, 1, 1, T) bool, built once per forward and resolution
         n_conv = n_pool = n_gap = 0
         for name, module in list(root.named_modules()):
             if isinstance(module, nn.Conv2d) and _is_pointwise(module):
@@ -100,55 +112,63 @@ class LengthMasker:
         return self._by_t is not None
 
     @contextlib.contextmanager
-    def track(self, lengths: Tensor | None, t: int) -> Iterator[None]:
+    def track(self, lengths: Tensor | None, t: int | Tensor) -> Iterator[None]:
         """Tracks ``lengths`` ``[B]`` (valid frames of an input with ``t`` frames) for the enclosed forward.
 
-        A batch without padding (every length >= ``t``) is not tracked at all: masking would change nothing.
+        A batch without padding (every length >= ``t``) is not tracked at all: masking would change nothing. While
+        tracing every batch is tracked (the exported graph must mask the batches it will be given).
         """
-        if lengths is None or bool((lengths >= t).all()):  # no padding: nothing to mask (one host sync)
+        if lengths is None or (not is_tracing() and bool((lengths >= t).all())):  # one host sync
             yield
             return
-        previous = self._by_t
-        self._by_t = {int(t): lengths.clamp(1, t)}
+        previous = self._by_t, self._masks
+        self._by_t, self._masks = {int(t): _clamp_lengths(lengths, t)}, {}
         try:
             yield
         finally:
-            self._by_t = previous
+            self._by_t, self._masks = previous
 
-    def lengths_for(self, t: int) -> Tensor | None:
+    def lengths_for(self, t: int | Tensor) -> Tensor | None:
         """Returns the valid lengths ``[B]`` at time resolution ``t``, or None when not tracking."""
         if self._by_t is None:
             return None
         try:
-            return self._by_t[t]
+            return self._by_t[int(t)]
         except KeyError:
             raise RuntimeError(
-                f"LengthMasker: no valid lengths known for a time axis of {t} frames "
+                f"LengthMasker: no valid lengths known for a time axis of {int(t)} frames "
                 f"(known: {sorted(self._by_t)}); a layer changed T outside conv/max-pool"
             ) from None
 
-    def _record(self, t_out: int, lengths: Tensor) -> None:
+    def mask_for(self, t: int | Tensor) -> Tensor:
+        """Returns the ``(B, 1, 1, T)`` bool mask of valid frames at time resolution ``t`` (while tracking)."""
+        mask = self._masks.get(int(t))
+        if mask is None:
+            lengths = self.lengths_for(t)
+            assert lengths is not None
+            mask = self._masks[int(t)] = frame_mask(lengths, t)[:, None, None, :]
+        return mask
+
+    def _record(self, t_out: int | Tensor, lengths: Tensor) -> None:
         assert self._by_t is not None
-        lengths = lengths.clamp(1, t_out)
-        known = self._by_t.get(t_out)
+        lengths = _clamp_lengths(lengths, t_out)
+        known = self._by_t.get(int(t_out))
         if known is None:
-            self._by_t[t_out] = lengths
-        elif not torch.equal(known, lengths):
-            raise RuntimeError(f"LengthMasker: two resolutions with {t_out} frames disagree on the valid lengths")
+            self._by_t[int(t_out)] = lengths
+        elif not is_tracing() and not torch.equal(known, lengths):
+            raise RuntimeError(f"LengthMasker: two resolutions with {int(t_out)} frames disagree on the valid lengths")
 
     def _zero_input(self, module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
         if self._by_t is None:
             return None
         x = args[0]
-        mask = time_mask(self.lengths_for(x.shape[-1]), x.shape[-1])  # (B, T)
-        return (x.masked_fill(~mask[:, None, None, :], 0.0), *args[1:])
+        return (x * self.mask_for(x.shape[-1]), *args[1:])
 
     def _neginf_input(self, module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
         if self._by_t is None:
             return None
         x = args[0]
-        mask = time_mask(self.lengths_for(x.shape[-1]), x.shape[-1])
-        return (x.masked_fill(~mask[:, None, None, :], float("-inf")), *args[1:])
+        return (torch.where(self.mask_for(x.shape[-1]), x, float("-inf")), *args[1:])
 
     def _record_conv(self, module: nn.Conv2d, args: tuple[Tensor, ...], out: Tensor) -> None:
         if self._by_t is None:
@@ -178,8 +198,8 @@ class LengthMasker:
             module.ceil_mode,
         )
         self._record(out.shape[-1], new)
-        mask = time_mask(self.lengths_for(out.shape[-1]), out.shape[-1])
-        return out.masked_fill(~mask[:, None, None, :], 0.0)  # no -inf left for batch norm / residual sums
+        # no -inf left for batch norm / residual sums (a window wholly past the length is -inf: not a product)
+        return torch.where(self.mask_for(out.shape[-1]), out, 0.0)
 
 
 def masked_mean(x: Tensor, lengths: Tensor | None) -> Tensor:
@@ -187,7 +207,7 @@ def masked_mean(x: Tensor, lengths: Tensor | None) -> Tensor:
     if lengths is None:
         return x.mean(dim=(-2, -1))
     # float32: under bf16 autocast a length like 301 frames is not representable (8-bit mantissa)
-    mask = time_mask(lengths, x.shape[-1])[:, None, None, :]  # (B, 1, 1, T)
+    mask = frame_mask(lengths, x.shape[-1])[:, None, None, :]  # (B, 1, 1, T)
     total = (x.float() * mask).sum(dim=(-2, -1))
     return (total / (lengths.float()[:, None] * x.shape[-2])).to(x.dtype)
 
@@ -195,8 +215,7 @@ def masked_mean(x: Tensor, lengths: Tensor | None) -> Tensor:
 def masked_max(x: Tensor, lengths: Tensor | None) -> Tensor:
     """Returns the max over frequency and valid frames: ``[B, C, F, T] -> [B, C]``."""
     if lengths is not None:
-        mask = time_mask(lengths, x.shape[-1])[:, None, None, :]
-        x = x.masked_fill(~mask, float("-inf"))
+        x = torch.where(frame_mask(lengths, x.shape[-1])[:, None, None, :], x, float("-inf"))
     return x.amax(dim=(-2, -1))
 
 
