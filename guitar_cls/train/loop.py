@@ -469,6 +469,21 @@ def run_epoch(
     return metrics
 
 
+def _payload(parts: TrainParts, cfg: Config, epoch: int, metrics: dict[str, Any], tracker: BestTracker) -> dict:
+    """Returns the checkpoint payload after ``epoch`` (with the early-stopping state a resumed run continues)."""
+    return make_payload(
+        parts.model,
+        cfg,
+        parts.frontend.in_channels,
+        epoch=epoch,
+        metrics=metrics,
+        best_metric=tracker.best,
+        optimizer=parts.optimizer,
+        scheduler=parts.scheduler,
+        extra={"best_epoch": tracker.best_epoch, "since_best": tracker.since_best, "metric": tracker.metric},
+    )
+
+
 def fit(
     cfg: Config,
     train: SnippetSet,
@@ -526,17 +541,7 @@ def fit(
         if rank == 0:
             log.info("epoch %d  loss %.4f  %s %.4f  (best %.4f @ %d)  %.1fs", epoch, metrics["train/loss"], metric,
                      metrics[metric], tracker.best, tracker.best_epoch, metrics["epoch_s"])  # fmt: skip
-        latest = make_payload(
-            parts.model,
-            cfg,
-            parts.frontend.in_channels,
-            epoch=epoch,
-            metrics=metrics,
-            best_metric=tracker.best,
-            optimizer=parts.optimizer,
-            scheduler=parts.scheduler,
-            extra={"best_epoch": tracker.best_epoch, "since_best": tracker.since_best, "metric": metric},
-        )
+        latest = _payload(parts, cfg, epoch, metrics, tracker)
         if improved:
             best_payload = latest
         if report is not None:
