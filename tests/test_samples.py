@@ -54,7 +54,7 @@ def test_harmonic_sounds_at_its_node_pitch(renderer, string, fret):
     f, s = _spectrum(y, 0.05, 0.7)
     open_string = synth._midi_hz(synth.TUNING[string])  # the whole string's pitch is silenced by the node
     assert s[np.abs(f - open_string) < 0.03 * open_string].max() < 0.1 * s.max()
-    # as the demo renders it (the preset, sometimes an octave up, or the filtered instrument), the strongest
+    # as the demo renders it (the preset, sometimes an octave or two up), the strongest
     # partial is a multiple of the node's pitch and nothing sounds at the open string's pitch
     for seed in range(6):
         y = render_sample_note(note, SAMPLE_GUITARS[seed], renderer, np.random.default_rng(seed))
@@ -79,6 +79,22 @@ def test_dead_notes_are_short_and_mostly_unpitched(renderer):
         ratios.append(flatness(dead) / flatness(pluck))
     assert min(early) > 0.8  # nearly all energy in the first 100 ms
     assert np.median(ratios) > 3  # noisier than the same fret plucked
+
+
+def test_palm_mutes_are_pitched_and_duller_than_plucks(renderer):
+    def centroid(y: np.ndarray) -> float:
+        f, s = _spectrum(y, 0.0, 0.2)
+        return float((f * s**2).sum() / (s**2).sum())
+
+    f0 = synth._midi_hz(synth.TUNING[3] + 4)
+    duller = []
+    for seed in range(8):
+        guitar = SAMPLE_GUITARS[seed % 4]  # the clean ones: a distorted palm mute is bright by design
+        mute = render_sample_note(_note("palm_mute", 3, 4, 0.3), guitar, renderer, np.random.default_rng(seed))
+        pluck = render_sample_note(_note("pluck", 3, 4, 0.3), guitar, renderer, np.random.default_rng(seed))
+        assert _peak_hz(mute, 0.02, 0.2) / f0 == pytest.approx(round(_peak_hz(mute, 0.02, 0.2) / f0), rel=0.03)
+        duller.append(centroid(mute) < centroid(pluck))
+    assert np.mean(duller) >= 0.75
 
 
 def test_slide_and_bend_move_the_pitch(renderer):

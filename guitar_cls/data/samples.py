@@ -6,8 +6,8 @@ from it. ``midirenderer`` (MIT, one self-contained wheel) renders a MIDI file wr
 48 kHz stereo WAV, which is mixed to mono and resampled to the demo data's 44.1 kHz.
 
 Merlin's guitar presets used here: 24 Guitar Nylon X, 25 Steel Guitar PH, 26 Jazz Guitar, 27 Clean Guitar, 29 Overdrive
-Guitar, 30 DistortionGuitar (general notes), 28 Guitar Mutes (dead notes, very short, and palm mutes), 31 Guitar
-Harmonics (natural harmonics; the preset sounds two octaves above the key played) and 120 Fret Noise.
+Guitar, 30 DistortionGuitar (general notes), 28 Guitar Mutes (dead notes, very short, and half the palm mutes),
+31 Guitar Harmonics (natural harmonics; the preset sounds two octaves above the key played) and 120 Fret Noise.
 """
 
 from __future__ import annotations
@@ -169,9 +169,9 @@ def render_sample_note(
 ) -> np.ndarray:
     """Returns one planned note ``(N,)`` rendered from the SoundFont's recorded samples, peak ``note.velocity``.
 
-    Harmonics play the Harmonics preset at their sounding pitch (now and then the instrument's own preset,
-    filtered to its fundamental and faded in, like a harmonic touched lightly); dead notes are very short Mutes
-    with Fret Noise, a muted strum several of them; palm mutes are Mutes held for the note; vibrato, bends and
+    Harmonics play the Harmonics preset at their sounding pitch (low ones an octave or two higher); dead notes are
+    very short Mutes with Fret Noise, a muted strum several of them; palm mutes are Mutes held for the note or the
+    instrument's note low-passed and damped; vibrato, bends and
     slides are pitch-bend curves on the instrument's preset.
     """
     tech, dur, key = note.technique, note.duration, int(round(note.pitch))
@@ -184,16 +184,10 @@ def render_sample_note(
         shift = shift if key + shift <= 100 else 0
         played = key - HARMONICS_TRANSPOSE + shift
         # Merlin's preset is one sample stretched over the keyboard: below key 40 its attack turns into a slow swell
-        # that no plucked harmonic has, so low harmonics mostly come from the filtered instrument instead
-        if rng.random() < (0.8 if played >= 40 else 0.3):
-            y = renderer.note(PROGRAM_HARMONICS, played, dur, velocity=vel)
-        else:
-            y = renderer.note(guitar.program, key, dur, velocity=vel)
-            f0 = 440.0 * 2 ** ((key - 69) / 12)
-            sos = signal.butter(2, min(f0 * rng.uniform(1.3, 2.0), 0.45 * sr), fs=sr, output="sos")
-            y = signal.sosfilt(sos, y)
-            fade = int(rng.uniform(0.005, 0.03) * sr)
-            y[:fade] *= np.linspace(0.0, 1.0, min(fade, y.size))
+        # that no plucked harmonic has, so low harmonics sound an octave (or two) higher instead
+        while played < 40:
+            played += 12
+        y = renderer.note(PROGRAM_HARMONICS, played, dur, velocity=vel)
     elif tech == "dead":
         strum = dur > 0.25 and rng.random() < 0.6
         n_strings = int(rng.integers(2, 6)) if strum else 1
@@ -203,7 +197,7 @@ def render_sample_note(
             hit = renderer.note(PROGRAM_MUTES, k, rng.uniform(0.03, 0.09), velocity=vel, tail=0.3)
             # the fretting hand kills the string: a few ms of pitch, then it is gone (the preset is a palm mute)
             t = np.arange(hit.size) / sr
-            hold, tau = rng.uniform(0.005, 0.03), rng.uniform(0.008, 0.04) * (2.5 if strum else 1.0)
+            hold, tau = rng.uniform(0.002, 0.015), rng.uniform(0.006, 0.03) * (2.0 if strum else 1.0)
             hit = hit * np.exp(-np.maximum(t - hold, 0.0) / tau)
             delay = int(s * rng.uniform(0.008, 0.03) * sr)
             hits.append(np.r_[np.zeros(delay), hit * rng.uniform(0.5, 1.0)])
@@ -216,8 +210,14 @@ def render_sample_note(
         y = np.zeros(max(h.size for h in hits))
         for h in hits:
             y[: h.size] += h
-    elif tech == "palm_mute":
+    elif tech == "palm_mute" and rng.random() < 0.5:
         y = renderer.note(PROGRAM_MUTES, key, dur, velocity=vel, tail=0.3)
+    elif tech == "palm_mute":  # the palm on the bridge: the instrument's own note, dull and dying fast, still pitched
+        y = renderer.note(guitar.program, key, dur, velocity=vel, tail=0.2)
+        f0 = 440.0 * 2 ** ((key - 69) / 12)
+        sos = signal.butter(2, min(max(f0 * rng.uniform(3.0, 8.0), 800.0), 0.45 * sr), fs=sr, output="sos")
+        t = np.arange(y.size) / sr
+        y = signal.sosfilt(sos, y) * np.exp(-t / rng.uniform(0.08, 0.4))
     else:
         bend = None
         if tech == "vibrato":

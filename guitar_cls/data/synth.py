@@ -3,11 +3,13 @@
 Each recording is rendered note by note with additive synthesis of a plucked string: stretched partials
 ``f_k = k f0 sqrt(1 + B k^2)``, pluck-position comb ``sin(pi k beta)``, per-partial decay (higher partials die
 faster), a pick/finger transient, the pickup comb and pickup resonance of electric guitars or the body resonances of
-acoustic ones, room noise, hum, a small room reverb and level changes. Natural harmonics keep only the partials
-that are multiples of the node (2, 3, 4 or 5), dead notes are noise bursts over heavily damped partials, and the
-general notes span plain plucks, long sustains, staccato, palm mutes (short and dull, like dead notes), vibrato,
-bends and slides. Annotations carry a few ms of onset jitter. Recordings are class drills (like IDMT's NH/DN/muted
-files) and mixed licks that hold every class. The metadata table is built by the IDMT ingester from the XML.
+acoustic ones. Natural harmonics ring on the partials that are multiples of the node (2, 3, 4 or 5), as rich as a
+plucked note, swelling in after a pick click while the open string's other modes die away within 10-300 ms (as in
+recorded harmonics); dead notes are noise bursts over heavily damped partials, and the general notes span plain
+plucks, long sustains, staccato, palm mutes (short or held, always dull), vibrato, bends and slides. Each
+recording then goes through one random signal chain (``randomize``). Annotations carry a few ms of onset jitter.
+Recordings are class drills (like IDMT's NH/DN/muted files) and mixed licks that hold every class. The metadata
+table is built by the IDMT ingester from the XML.
 """
 
 from __future__ import annotations
@@ -200,67 +202,113 @@ def _noise_burst(n: int, tau: float, fc: float, q: float, rng: np.random.Generat
     return signal.lfilter(b, a, x) + 0.15 * x
 
 
+@dataclass
+class _Voice:
+    """How one note sounds: its partials (multiples ``ks`` of ``f0``, amplitudes, decay rates in 1/s), envelope and
+    pick noise; ``residual`` holds partials with their own fast attack (a harmonic's damped open-string modes)."""
+
+    f0: float
+    ks: np.ndarray
+    amps: np.ndarray
+    rates: np.ndarray
+    attack: float  # s
+    transient_gain: float  # pick/finger noise burst peak, relative to the partials' peak
+    release: float  # s, the damping after the note's offset
+    residual: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def _harmonic_voice(note: _Note, g: Guitar, pickup: tuple[float, ...], tilt: float, rng: np.random.Generator) -> _Voice:
+    """A natural harmonic: the whole open string vibrates; the node's multiples ring, the other modes are damped."""
+    hard = note.excitation == "PK"
+    node = HARMONIC_NODES[note.fret]
+    f0 = _midi_hz(TUNING[note.string])
+    k_max = int(min(9000.0, 0.45 * SAMPLE_RATE) // f0)
+    ks = np.arange(1, k_max + 1, dtype=np.float64)
+    ks = ks[ks % node == 0][:12]
+    beta = rng.uniform(0.07, 0.16)
+    # the node's partials keep the pluck's comb and tilt (a 12th-fret harmonic is as rich as a note an octave up),
+    # a little purer as the touching finger also damps the highest ones
+    amps = _pluck_amps(ks, beta, tilt, pickup, 1.0) * (ks / node) ** -rng.uniform(0.0, 0.6)
+    tau = g.sustain * rng.uniform(1.2, 2.0) * (110.0 / (f0 * node)) ** 0.35
+    rates = 1.0 / tau + g.damping * rng.uniform(0.8, 1.2) * (ks * f0 / 1000.0) ** 1.5
+    # the other modes are damped, not silenced (a finger is no point): recorded harmonics keep them 10-30 dB down
+    # for tens to hundreds of ms, partials between the node's that start with the pluck
+    ks_res = np.arange(1, 4 * node + 1, dtype=np.float64)
+    ks_res = ks_res[ks_res % node != 0]
+    res_amp = _pluck_amps(ks_res, beta, tilt, pickup, 1.0) * _logu(rng, 0.1, 1.5) / amps.max()
+    res_rate = 1.0 / _logu(rng, 0.01, 0.3) * rng.uniform(0.7, 1.4, ks_res.size)
+    return _Voice(
+        f0, ks, amps, rates,
+        attack=_logu(rng, 0.01, 0.18),  # the node's partials build up as the finger leaves: crisp to a slow swell
+        transient_gain=rng.uniform(0.05, 0.3) if hard else rng.uniform(0.0, 0.1),  # picked like any note
+        release=rng.uniform(0.03, 0.25),
+        residual=(ks_res, res_amp, res_rate),
+    )  # fmt: skip
+
+
+def _dead_voice(note: _Note, g: Guitar, pickup: tuple[float, ...], tilt: float, beta: float, scale: float,
+                rng: np.random.Generator) -> _Voice:  # fmt: skip
+    """A dead note: heavily damped partials under a loud noise burst; now and then a short ring."""
+    f0 = _midi_hz(TUNING[note.string]) / scale
+    ring = rng.random() < 0.2
+    k_max = max(1, int(min(3000.0, 0.45 * SAMPLE_RATE) // f0))
+    ks = np.arange(1, min(k_max, 16) + 1, dtype=np.float64)
+    amps = _pluck_amps(ks, beta, tilt + 0.6, pickup, scale) * rng.uniform(0.3, 0.9)
+    tau = rng.uniform(0.008, 0.04) if not ring else rng.uniform(0.04, 0.1)
+    rates = 1.0 / tau + 8.0 * g.damping * (ks * f0 / 1000.0) ** 1.5
+    if ring and rng.random() < 0.3:  # the muting finger sits near a node: a faint, short harmonic
+        node = int(rng.choice([2, 3, 4]))
+        amps = np.where(ks % node == 0, amps, amps * 0.1)
+    return _Voice(f0, ks, amps, rates, rng.uniform(0.0005, 0.002), rng.uniform(0.6, 1.6), rng.uniform(0.01, 0.03))
+
+
+def _plucked_voice(note: _Note, g: Guitar, pickup: tuple[float, ...], tilt: float, beta: float, scale: float,
+                   rng: np.random.Generator) -> _Voice:  # fmt: skip
+    """A general note: a plucked fretted string (palm mutes dull and short, from a tight palm to a held note)."""
+    hard = note.excitation == "PK"
+    f0 = _midi_hz(TUNING[note.string]) / scale
+    mute = note.technique == "palm_mute"
+    f_top = rng.uniform(1500.0, 3500.0) if mute else rng.uniform(7000.0, 11000.0)
+    k_max = max(2, int(min(f_top, 0.45 * SAMPLE_RATE) // f0))
+    ks = np.arange(1, min(k_max, 40) + 1, dtype=np.float64)
+    amps = _pluck_amps(ks, beta, tilt + (0.6 if mute else 0.0), pickup, scale)
+    tau = _logu(rng, 0.06, 0.8) if mute else g.sustain * rng.uniform(0.7, 1.3) * (110.0 / f0) ** 0.4
+    rates = 1.0 / tau + g.damping * rng.uniform(0.7, 1.3) * (1 + 4 * mute) * (ks * f0 / 1000.0) ** 1.5
+    return _Voice(
+        f0, ks, amps, rates,
+        attack=rng.uniform(0.0008, 0.004) if hard else rng.uniform(0.002, 0.008),
+        transient_gain=(rng.uniform(0.08, 0.3) if hard else rng.uniform(0.02, 0.1)) * (1.0 + 0.5 * mute),
+        release=rng.uniform(0.008, 0.03) if note.technique in ("staccato", "palm_mute") else rng.uniform(0.02, 0.15),
+    )  # fmt: skip
+
+
+def _pick_noise(note: _Note, m: int, rng: np.random.Generator) -> np.ndarray:
+    """Returns the attack's noise burst ``(m,)``, peak 1: a thud for dead notes, pick or finger noise otherwise."""
+    if note.technique == "dead":
+        burst = _noise_burst(m, rng.uniform(0.004, 0.03), rng.uniform(250, 2500), rng.uniform(0.5, 2.0), rng)
+    else:
+        fc = rng.uniform(2000, 6000) if note.excitation == "PK" else rng.uniform(600, 2000)
+        if note.technique == "palm_mute":  # the palm damps the pick noise too
+            fc = rng.uniform(400, 1500)
+        burst = _noise_burst(m, rng.uniform(0.002, 0.008), fc, 0.8, rng)
+    return burst / (np.abs(burst).max() + 1e-9)
+
+
 def _render_note(note: _Note, g: Guitar, pickup: tuple[float, ...], rng: np.random.Generator) -> np.ndarray:
     """Returns the note's dry signal ``(N,)``, from its true onset until the damped tail has faded."""
-    open_hz = _midi_hz(TUNING[note.string])
     scale = 2.0 ** (-note.fret / 12.0)  # vibrating length / open length
     B = g.inharmonicity * rng.uniform(0.7, 1.4) * (1.0 if note.string <= 3 else 0.45) / scale**2
     tech = note.technique
-    hard = note.excitation == "PK"
-    tilt = g.tilt + (0.0 if hard else 0.3) + rng.uniform(-0.15, 0.15)
-    beta = rng.uniform(0.08, 0.2) if tech != "harmonic" else rng.uniform(0.07, 0.16)
-    beta = min(beta / scale, 0.5)
-
+    tilt = g.tilt + (0.0 if note.excitation == "PK" else 0.3) + rng.uniform(-0.15, 0.15)
+    beta = min((rng.uniform(0.08, 0.2) if tech != "harmonic" else rng.uniform(0.07, 0.16)) / scale, 0.5)
     if tech == "harmonic":
-        node = HARMONIC_NODES[note.fret]
-        f0 = open_hz  # the whole string vibrates; only multiples of the node survive
-        k_max = int(min(9000.0, 0.45 * SAMPLE_RATE) // f0)
-        ks = np.arange(1, k_max + 1, dtype=np.float64)
-        ks = ks[ks % node == 0][:12]
-        beta = rng.uniform(0.07, 0.16)
-        amps = _pluck_amps(ks, beta, tilt + 0.5, pickup, 1.0) * (ks / node) ** -0.6  # purer than a plucked note
-        tau = g.sustain * rng.uniform(1.2, 2.0) * (110.0 / (f0 * node)) ** 0.35
-        rates = 1.0 / tau + g.damping * rng.uniform(0.8, 1.2) * (ks * f0 / 1000.0) ** 1.5
-        # the non-node partials ring for a few ms until the touching finger kills them
-        ks_res = np.arange(1, 9, dtype=np.float64)
-        ks_res = ks_res[ks_res % node != 0]
-        res_amp = _pluck_amps(ks_res, beta, tilt, pickup, 1.0) * rng.uniform(0.05, 0.3)
-        res_rate = 1.0 / rng.uniform(0.004, 0.02) + 0 * ks_res
-        ks, amps, rates = np.r_[ks, ks_res], np.r_[amps, res_amp], np.r_[rates, res_rate]
-        attack = rng.uniform(0.006, 0.03)
-        transient_gain = rng.uniform(0.0, 0.05)
-        release = rng.uniform(0.03, 0.25)
+        v = _harmonic_voice(note, g, pickup, tilt, rng)
     elif tech == "dead":
-        f0 = open_hz / scale
-        ring = rng.random() < 0.2
-        k_max = max(1, int(min(3000.0, 0.45 * SAMPLE_RATE) // f0))
-        ks = np.arange(1, min(k_max, 16) + 1, dtype=np.float64)
-        amps = _pluck_amps(ks, beta, tilt + 0.6, pickup, scale) * rng.uniform(0.3, 0.9)
-        tau = rng.uniform(0.008, 0.04) if not ring else rng.uniform(0.06, 0.25)
-        rates = 1.0 / tau + 8.0 * g.damping * (ks * f0 / 1000.0) ** 1.5
-        if ring and rng.random() < 0.3:  # the muting finger sits near a node: a faint, short harmonic
-            node = int(rng.choice([2, 3, 4]))
-            amps = np.where(ks % node == 0, amps, amps * 0.1)
-        attack = rng.uniform(0.0005, 0.002)
-        transient_gain = rng.uniform(0.6, 1.6)
-        release = rng.uniform(0.01, 0.03)
+        v = _dead_voice(note, g, pickup, tilt, beta, scale, rng)
     else:
-        f0 = open_hz / scale
-        mute = tech == "palm_mute"
-        f_top = rng.uniform(1500.0, 3500.0) if mute else rng.uniform(7000.0, 11000.0)
-        k_max = max(2, int(min(f_top, 0.45 * SAMPLE_RATE) // f0))
-        ks = np.arange(1, min(k_max, 40) + 1, dtype=np.float64)
-        amps = _pluck_amps(ks, beta, tilt + (0.6 if mute else 0.0), pickup, scale)
-        tau = g.sustain * rng.uniform(0.7, 1.3) * (110.0 / f0) ** 0.4
-        if mute:
-            tau = rng.uniform(0.06, 0.3)
-        rates = 1.0 / tau + g.damping * rng.uniform(0.7, 1.3) * (1 + 4 * mute) * (ks * f0 / 1000.0) ** 1.5
-        attack = rng.uniform(0.0008, 0.004) if hard else rng.uniform(0.002, 0.008)
-        transient_gain = (rng.uniform(0.08, 0.3) if hard else rng.uniform(0.02, 0.1)) * (1.0 + 0.5 * mute)
-        release = rng.uniform(0.008, 0.03) if tech in ("staccato", "palm_mute") else rng.uniform(0.02, 0.15)
-
-    keep = amps > 1e-3 * amps.max()
-    ks, amps, rates = ks[keep], amps[keep], rates[keep]
+        v = _plucked_voice(note, g, pickup, tilt, beta, scale, rng)
+    keep = v.amps > 1e-3 * v.amps.max()
+    ks, amps, rates = v.ks[keep], v.amps[keep], v.rates[keep]
     if tech != "dead":
         # the second polarisation: slightly detuned, weaker, slower -> beating and a two-stage decay
         j = min(6, ks.size)
@@ -268,26 +316,20 @@ def _render_note(note: _Note, g: Guitar, pickup: tuple[float, ...], rng: np.rand
         ks = np.r_[ks, ks[:j] * detune]
         amps = np.r_[amps, amps[:j] * rng.uniform(0.15, 0.5, j)]
         rates = np.r_[rates, rates[:j] * rng.uniform(0.4, 0.8, j)]
-    n_body = int((note.duration + 5 * release) * SAMPLE_RATE)
+    n_body = int((note.duration + 5 * v.release) * SAMPLE_RATE)
     n_ring = int((5.0 / rates.min()) * SAMPLE_RATE)  # until the slowest partial is ~-43 dB
     n = max(64, min(n_body, n_ring + int(0.01 * SAMPLE_RATE)))
-    track = _f0_track(note, n, f0, rng) if tech != "dead" else np.full(n, f0)
+    track = _f0_track(note, n, v.f0, rng) if tech != "dead" else np.full(n, v.f0)
     y = _partials(track, ks, amps / amps.max(), rates, B, rng)
 
     t = np.arange(n) / SAMPLE_RATE
-    env = np.minimum(1.0, t / attack) if tech != "harmonic" else _smoothstep(t / attack)
-    env = env * np.exp(-np.maximum(t - note.duration, 0.0) / release)  # damping at the (true) offset
-    y *= env
-    if transient_gain > 0:
+    damping = np.exp(-np.maximum(t - note.duration, 0.0) / v.release)  # the player stops the note at its offset
+    y *= (np.minimum(1.0, t / v.attack) if tech != "harmonic" else _smoothstep(t / v.attack)) * damping
+    if v.residual is not None:
+        y += _partials(track, *v.residual, B, rng) * np.minimum(1.0, t / 0.002) * damping
+    if v.transient_gain > 0:
         m = min(n, int(0.06 * SAMPLE_RATE))
-        if tech == "dead":
-            burst = _noise_burst(m, rng.uniform(0.004, 0.03), rng.uniform(250, 2500), rng.uniform(0.5, 2.0), rng)
-        else:
-            fc = rng.uniform(2000, 6000) if hard else rng.uniform(600, 2000)
-            if tech == "palm_mute":  # the palm damps the pick noise too
-                fc = rng.uniform(400, 1500)
-            burst = _noise_burst(m, rng.uniform(0.002, 0.008), fc, 0.8, rng)
-        y[:m] += transient_gain * burst / (np.abs(burst).max() + 1e-9)
+        y[:m] += v.transient_gain * _pick_noise(note, m, rng)
     if tech == "slide":  # string squeak under the sliding finger
         y += 0.02 * rng.standard_normal(n) * np.abs(np.gradient(track)) / (np.abs(np.gradient(track)).max() + 1e-9)
     return note.velocity * y / (np.abs(y).max() + 1e-9)
@@ -409,7 +451,7 @@ def _muted_strum(note: _Note, voice: Any, rng: np.random.Generator) -> np.ndarra
 
 SOURCES: tuple[str, ...] = ("synth", "samples")
 DEMO_MARKER = ".guitar_cls_demo.json"
-DEMO_VERSION = 2  # 1: synthesized only (dataset2/); 2: synthesized + sample-based, domain-randomized
+DEMO_VERSION = 3  # 1: synthesized only; 2: + sample-based, domain-randomized; 3: truer harmonics and palm mutes
 
 
 def demo_settings(out_dir: str | Path) -> dict[str, Any] | None:
@@ -590,8 +632,3 @@ def make_demo_dataset(
     path = write_metadata(result.table, out_dir / "metadata.csv")
     log.info("demo data set: %d recordings, %d events -> %s", n_recordings, len(result.table), path)
     return path
-
-
-def describe_demo(metadata: Any) -> dict[str, int]:
-    """Returns the event count per label of a demo metadata table (for logs)."""
-    return {str(k): int(v) for k, v in metadata["label_category"].value_counts().items()}
