@@ -7,6 +7,11 @@ comparison is made again against the new champion.
 
 The default store is an absolute ``sqlite:///<output_dir>/mlflow.db`` with artifacts in ``<output_dir>/mlartifacts``
 (MLflow 3.17 refuses the file store; relative URIs break once Ray changes directories).
+
+What the MLflow UI shows: the experiment is tagged as model training (``EXPERIMENT_KIND_TAG``), so the UI opens on its
+runs rather than the GenAI overview; the sweep's parent run carries the metadata table of each split as an MLflow
+dataset (context ``train``/``val``/``test``, digest: the metadata fingerprint), each trial run the splits it trained
+and validated on; every registered model has a signature and an input example, and its version a description.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ import logging
 import os
 import subprocess
 import tempfile
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from ray import tune
@@ -35,6 +43,15 @@ CHAMPION = "champion"
 DATA_TAG = "data_hash"  # metadata fingerprint, on the parent run and on registered model versions
 SPLITS_TAG = "splits_sha256"  # sha256 of the split file, on registered model versions
 CAS_ATTEMPTS = 3  # comparisons against a champion that keeps moving before registration gives up the alias
+# The MLflow 3 UI picks an experiment's home page by this tag: model training opens on the runs table, not on GenAI
+# traces (the values are those of the UI's ExperimentKind).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+SPLITS = ("train", "val", "test")
+TRIAL_SPLITS = ("train", "val")  # what a trial's model saw; the test split only scores the registered champion
+DIGEST_CHARS = 36  # MLflow's limit on a dataset digest: the fingerprint's first 36 hex digits (full one in a tag)
+CONTEXT_TAG = "mlflow.data.context"
+EXAMPLE_SECONDS = 0.2  # length of the input example logged with each model (a plucked tone)
 
 
 def tracking_uri(cfg: Config) -> str:
@@ -57,11 +74,15 @@ def configure_mlflow(cfg: Config) -> str:
     client = MlflowClient()
     exp = client.get_experiment_by_name(cfg.logging.experiment)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:  # stores from before the tag
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         return exp.experiment_id
     artifacts = None
     if uri.startswith("sqlite:"):
         artifacts = (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").as_uri()
-    return client.create_experiment(cfg.logging.experiment, artifact_location=artifacts)
+    return client.create_experiment(
+        cfg.logging.experiment, artifact_location=artifacts, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND}
+    )
 
 
 def registry_lock_path(cfg: Config) -> Path:
@@ -123,13 +144,113 @@ def confusion_from_metrics(metrics: dict[str, Any], prefix: str = "val") -> np.n
     return cm if found else None
 
 
-class MlflowTrialCallback(tune.Callback):
-    """Logs every Tune trial as a nested MLflow run under the sweep's parent run (driver process only)."""
+def split_datasets(
+    metadata: pd.DataFrame, rows: Mapping[str, list[int]], *, source: str | Path, fingerprint: str
+) -> dict[str, mlflow.entities.Dataset]:
+    """Returns split -> the MLflow dataset of that split's metadata rows (named ``<table>-<split>``, target
+    ``label_category``, source the table's file, digest the table's fingerprint cut to MLflow's ``DIGEST_CHARS``)."""
+    source = Path(source).resolve()
+    out = {}
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source twice and says which one it took; the integer-column hint is about
+        # model signatures, not data sets
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted", UserWarning)
+        warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer", UserWarning)
+        for split, split_rows in rows.items():
+            dataset = mlflow.data.from_pandas(
+                metadata.loc[list(split_rows)],
+                source=str(source),
+                targets="label_category",
+                name=f"{source.stem}-{split}",
+                digest=fingerprint[:DIGEST_CHARS],
+            )
+            out[split] = dataset._to_mlflow_entity()
+    return out
 
-    def __init__(self, parent_run_id: str, experiment_id: str, tracking: str) -> None:
+
+def dataset_inputs(
+    datasets: Mapping[str, mlflow.entities.Dataset], splits: tuple[str, ...], fingerprint: str
+) -> list[mlflow.entities.DatasetInput]:
+    """Returns the run inputs of ``splits``: each split's dataset with its context and the full fingerprint."""
+    from mlflow.entities import DatasetInput, InputTag
+
+    return [
+        DatasetInput(datasets[s], tags=[InputTag(CONTEXT_TAG, s), InputTag(DATA_TAG, fingerprint)])
+        for s in splits
+        if s in datasets
+    ]
+
+
+def checkpoint_sample_rate(checkpoint: str | Path) -> int:
+    """Returns the sample rate (Hz) the checkpoint's model was trained at."""
+    from guitar_cls.train.checkpoint import read_checkpoint
+
+    return int(read_checkpoint(checkpoint)["config"]["data"]["sample_rate"])
+
+
+def input_example(sample_rate: int, seconds: float = EXAMPLE_SECONDS) -> pd.DataFrame:
+    """Returns a one-row request in the ``audio`` + ``sample_rate`` form: a decaying 196 Hz tone.
+
+    MLflow checks an example by loading the model and predicting it, so the ``path`` form (files only under the
+    operator's folder, see ``pyfunc``) cannot be exemplified where the model is logged; the signature lists both.
+    """
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    wave = 0.5 * np.exp(-t / 0.08) * np.sin(2 * np.pi * 196.0 * t)
+    return pd.DataFrame({"audio": [np.round(wave, 5).tolist()], "sample_rate": [int(sample_rate)]})
+
+
+def version_description(
+    *,
+    sweep: str,
+    metric: str,
+    score: float,
+    test_metrics: Mapping[str, Any],
+    lineage: Mapping[str, str],
+    champion: bool,
+    reason: str,
+) -> str:
+    """Returns the registered version's description (Markdown): sweep, test scores, data lineage, champion policy."""
+    scores = ", ".join(
+        f"{k} {float(v):.4f}"
+        for k, v in test_metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("support/")
+    )
+    return "\n".join(
+        [
+            f"Best trial of sweep `{sweep}`.",
+            "",
+            f"- test {metric} (this model through pyfunc, raw audio): {score:.4f}",
+            f"- test metrics of the checkpoint: {scores or 'none recorded'}",
+            f"- data fingerprint ({DATA_TAG}): `{lineage.get(DATA_TAG) or 'unknown'}`",
+            f"- split file ({SPLITS_TAG}): `{lineage.get(SPLITS_TAG) or 'unknown'}`",
+            f"- champion policy: `{CHAMPION}` moves to a model not worse on test {metric} on the same test rows (same "
+            f"data fingerprint and split file); across other data or splits it stays unless `--promote`.",
+            f"- champion: {'yes' if champion else 'no'} ({reason})",
+        ]
+    )
+
+
+class MlflowTrialCallback(tune.Callback):
+    """Logs every Tune trial as a nested MLflow run under the sweep's parent run (driver process only).
+
+    ``run_name(trial_id, trial_config)`` names a new run (default: Tune's trial name); ``inputs`` (the splits the
+    trial trains and validates on) are logged with it.
+    """
+
+    def __init__(
+        self,
+        parent_run_id: str,
+        experiment_id: str,
+        tracking: str,
+        *,
+        run_name: Callable[[str, Mapping[str, Any]], str] | None = None,
+        inputs: list[mlflow.entities.DatasetInput] | None = None,
+    ) -> None:
         self.parent_run_id = parent_run_id
         self.experiment_id = experiment_id
         self.tracking = tracking
+        self.run_name = run_name
+        self.inputs = list(inputs or [])
         self._runs: dict[str, str] = {}
 
     def _client(self) -> MlflowClient:
@@ -148,14 +269,17 @@ class MlflowTrialCallback(tune.Callback):
             run_id = found[0].info.run_id
             client.update_run(run_id, status="RUNNING")
         else:
+            name = self.run_name(trial.trial_id, trial.config) if self.run_name else str(trial)
             run = client.create_run(
                 self.experiment_id,
-                run_name=str(trial),
+                run_name=name,
                 tags={"mlflow.parentRunId": self.parent_run_id, "trial_id": trial.trial_id},
             )
             run_id = run.info.run_id
             for key, value in _flat_params(trial.config).items():
                 client.log_param(run_id, key, value)
+        if self.inputs:  # again on a resumed run: the store keeps one input per dataset and run
+            client.log_inputs(run_id, datasets=self.inputs)
         self._runs[trial.trial_id] = run_id
         return run_id
 
@@ -203,6 +327,7 @@ class SweepTracker:
         self.uri = mlflow.get_tracking_uri()
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         self.tags = dict(tags)
+        self.datasets: dict[str, mlflow.entities.Dataset] = {}
         id_file = sweep_dir / PARENT_RUN_FILE
         recorded = id_file.read_text().strip() if id_file.is_file() else ""
         if recorded and self._usable(recorded):  # --resume: keep logging into the same parent run
@@ -225,8 +350,34 @@ class SweepTracker:
             return False
         return run.info.lifecycle_stage != "deleted" and run.info.experiment_id == self.experiment_id
 
-    def callback(self) -> MlflowTrialCallback:
-        return MlflowTrialCallback(self.run_id, self.experiment_id, self.uri)
+    def callback(self, run_name: Callable[[str, Mapping[str, Any]], str] | None = None) -> MlflowTrialCallback:
+        """Returns the callback logging each trial as a nested run (named by ``run_name``, see MlflowTrialCallback)
+        with the train and val datasets of ``log_datasets``."""
+        inputs = dataset_inputs(self.datasets, TRIAL_SPLITS, self.tags.get(DATA_TAG, ""))
+        return MlflowTrialCallback(self.run_id, self.experiment_id, self.uri, run_name=run_name, inputs=inputs)
+
+    def log_datasets(self, metadata: pd.DataFrame, rows: Mapping[str, list[int]], *, source: str | Path) -> None:
+        """Logs each split's metadata rows as a dataset of the parent run (see ``split_datasets``; the fingerprint is
+        the ``data_hash`` tag); trial runs from ``callback`` made afterwards get the train and val ones."""
+        fingerprint = self.tags.get(DATA_TAG) or ""
+        self.datasets = split_datasets(metadata, rows, source=source, fingerprint=fingerprint)
+        self.client.log_inputs(self.run_id, datasets=dataset_inputs(self.datasets, SPLITS, fingerprint))
+
+    def trial_run_ids(self) -> dict[str, str]:
+        """Returns Tune trial id -> its nested MLflow run id."""
+        out: dict[str, str] = {}
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{self.run_id}'",
+                max_results=1000,
+                page_token=token,
+            )
+            out.update({r.data.tags["trial_id"]: r.info.run_id for r in page if "trial_id" in r.data.tags})
+            token = page.token
+            if not token:
+                return out
 
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
@@ -245,6 +396,7 @@ class SweepTracker:
         promote: bool = False,
         metric: str = "balanced_accuracy",
         mode: str = "max",
+        test_metrics: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Logs ``checkpoint`` as a pyfunc model under the parent run, registers it and moves ``champion`` to it
         unless the current champion scores better on the same test rows; returns the outcome (with ``reason``,
@@ -260,12 +412,19 @@ class SweepTracker:
             promote: move the alias even when the champion was trained on other data or splits.
             metric, mode: the test metric the sweep's space ranks by (``macro_f1`` for ``val/macro_f1``) and
                 whether higher (``max``) or lower (``min``) is better.
+            test_metrics: the checkpoint's test metrics, for the version's description.
+
+        The model is logged with the pyfunc signature and an ``audio`` + ``sample_rate`` input example; the version's
+        description (``version_description``) carries the test scores, data lineage and champion outcome.
         """
         from guitar_cls.pyfunc import log_pyfunc_model
 
         name = self.cfg.logging.registered_model
+        example = input_example(checkpoint_sample_rate(checkpoint))
         with mlflow.start_run(run_id=self.run_id):
-            info = log_pyfunc_model(checkpoint, name="model", registered_model_name=name, splits_csv=splits_csv)
+            info = log_pyfunc_model(
+                checkpoint, name="model", registered_model_name=name, splits_csv=splits_csv, input_example=example
+            )
         version = str(info.registered_model_version)
         lineage = {DATA_TAG: self.tags.get(DATA_TAG) or "", SPLITS_TAG: ""}
         if splits_csv is not None and Path(splits_csv).is_file():
@@ -301,6 +460,16 @@ class SweepTracker:
             log.warning("champion of %s moved while comparing (was v%s): comparing again", name, expected)
         else:
             takes_alias, reason = False, f"champion kept moving during {CAS_ATTEMPTS} comparisons: alias left alone"
+        description = version_description(
+            sweep=self.tags.get("sweep", ""),
+            metric=metric,
+            score=score,
+            test_metrics=test_metrics or {},
+            lineage=lineage,
+            champion=takes_alias,
+            reason=reason,
+        )
+        self.client.update_model_version(name, version, description=description)
         log.info(
             "registered %s v%s (test %s %.4f); champion %s (%s)",
             name,

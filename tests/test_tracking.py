@@ -1,12 +1,17 @@
 """SweepTracker: a gone parent run is replaced (issue 10.7); the champion alias moves only between models of the same
-data and splits, by compare-and-set (issue 10.6). A sqlite MLflow store in tmp_path; no Ray, no training."""
+data and splits, by compare-and-set (issue 10.6); what the MLflow UI shows (issue 14): a training experiment, datasets
+per split, readable trial runs, a signature and an input example on the registered model and a version description.
+A sqlite MLflow store in tmp_path; no Ray, no training."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -47,7 +52,7 @@ def test_a_gone_parent_run_starts_a_new_one(cfg, tmp_path, how) -> None:
 def fake_models(monkeypatch):
     """log_pyfunc_model registering an empty model version (no checkpoint, no torch model)."""
 
-    def log_pyfunc_model(checkpoint, name, registered_model_name, splits_csv=None):
+    def log_pyfunc_model(checkpoint, name, registered_model_name, splits_csv=None, input_example=None):
         run_id = mlflow.active_run().info.run_id
         client = MlflowClient()
         if not client.search_registered_models(f"name = '{registered_model_name}'"):
@@ -56,6 +61,7 @@ def fake_models(monkeypatch):
         return SimpleNamespace(registered_model_version=mv.version, model_uri=f"runs:/{run_id}/{name}")
 
     monkeypatch.setattr(pyfunc, "log_pyfunc_model", log_pyfunc_model)
+    monkeypatch.setattr(tracking, "checkpoint_sample_rate", lambda checkpoint: 22050)
 
 
 def _splits(path: Path, text: str) -> Path:
@@ -134,3 +140,108 @@ def test_a_champion_moved_during_the_comparison_is_compared_again(cfg, tmp_path,
     assert calls == [f"models:/{MODEL}/3", f"models:/{MODEL}/1", f"models:/{MODEL}/2"]
     assert not res["champion"] and res["previous_champion_balanced_accuracy"] == 0.95
     assert str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == "2"  # the better model stays champion
+
+
+def test_the_experiment_is_a_model_training_experiment(cfg) -> None:
+    experiment_id = tracking.configure_mlflow(cfg)
+    client = MlflowClient()
+    assert client.get_experiment(experiment_id).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    client.delete_experiment_tag(experiment_id, tracking.EXPERIMENT_KIND_TAG)  # a store from before the tag
+    assert tracking.configure_mlflow(cfg) == experiment_id
+    assert client.get_experiment(experiment_id).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def _metadata(tmp_path: Path) -> tuple[pd.DataFrame, Path]:
+    df = pd.DataFrame(
+        {
+            "source_audio": [f"r{i // 2}.wav" for i in range(6)],
+            "onset_sec": [0.1 * i for i in range(6)],
+            "label_category": ["harmonic", "dead_note", "general_note"] * 2,
+        }
+    )
+    path = tmp_path / "metadata.csv"
+    df.to_csv(path, index=False)
+    return df, path
+
+
+def _inputs(run) -> dict[str, tuple[str, str, int]]:
+    """Returns context -> (dataset name, digest, rows) of a run's dataset inputs."""
+    import json
+
+    out = {}
+    for d in run.inputs.dataset_inputs:
+        tags = {t.key: t.value for t in d.tags}
+        out[tags["mlflow.data.context"]] = (d.dataset.name, d.dataset.digest, json.loads(d.dataset.profile)["num_rows"])
+    return out
+
+
+def test_runs_carry_each_split_as_a_dataset_and_trials_get_readable_names(cfg, tmp_path) -> None:
+    df, path = _metadata(tmp_path)
+    fingerprint = "f" * 64
+    tracker = _tracker(cfg, tmp_path / "outputs" / "sweeps" / "s", data_hash=fingerprint)
+    rows = {"train": [0, 1, 2, 3], "val": [4], "test": [5]}
+    tracker.log_datasets(df, rows, source=path)
+    parent = tracker.client.get_run(tracker.run_id)
+    digest = fingerprint[: tracking.DIGEST_CHARS]
+    assert _inputs(parent) == {
+        "train": ("metadata-train", digest, 4),
+        "val": ("metadata-val", digest, 1),
+        "test": ("metadata-test", digest, 1),
+    }
+    assert {t.key: t.value for t in parent.inputs.dataset_inputs[0].tags}["data_hash"] == fingerprint
+
+    callback = tracker.callback(lambda trial_id, config: f"resnet lr={config['lr']} {trial_id}")
+    trial = SimpleNamespace(trial_id="abc_00001", config={"lr": 0.002}, last_result={"val/balanced_accuracy": 0.5})
+    callback.on_trial_result(1, [], trial, {"val/balanced_accuracy": 0.5, "epoch": 1})
+    callback.on_trial_complete(1, [], trial)
+    assert tracker.trial_run_ids() == {"abc_00001": callback._runs["abc_00001"]}
+    run = tracker.client.get_run(callback._runs["abc_00001"])
+    assert run.info.run_name == "resnet lr=0.002 abc_00001"
+    assert run.data.tags["mlflow.parentRunId"] == tracker.run_id
+    assert set(_inputs(run)) == {"train", "val"}  # the test split scores only the registered champion
+
+    resumed = tracker.callback()  # a resumed sweep continues the run; its inputs are not logged twice
+    resumed.on_trial_result(2, [], trial, {"val/balanced_accuracy": 0.6, "epoch": 2})
+    assert resumed._runs["abc_00001"] == callback._runs["abc_00001"]
+    assert len(tracker.client.get_run(resumed._runs["abc_00001"]).inputs.dataset_inputs) == 2
+
+
+def test_the_registered_model_has_a_signature_an_input_example_and_a_description(cfg, tmp_path, caplog) -> None:
+    from test_predict import tiny_checkpoint
+
+    ckpt = tiny_checkpoint(tmp_path / "run" / "checkpoint" / "best.pt", seed=1)
+    splits = _splits(tmp_path / "run" / "splits.csv", "source_audio,event_index,split\na.wav,0,test\n")
+    tracker = _tracker(cfg, tmp_path / "outputs" / "sweeps" / "sig", data_hash="a" * 64)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        res = tracker.register(
+            ckpt.parent,
+            lambda uri: 0.75,
+            splits_csv=splits,
+            test_metrics={"balanced_accuracy": 0.7, "macro_f1": 0.65, "support/harmonic": 3},
+        )
+    texts = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [t for t in texts if "input example" in t.lower()], texts  # neither missing nor failing validation
+
+    version = MlflowClient().get_model_version(MODEL, res["version"])
+    info = mlflow.models.get_model_info(f"models:/{MODEL}/{res['version']}")
+    inputs = {c.name: c for c in info.signature.inputs.inputs}
+    assert set(inputs) == {"path", "onset_sec", "offset_sec", "audio", "sample_rate"}
+    assert {c.name: c.type.name for c in info.signature.outputs.inputs} == {
+        "prob_harmonic": "double",
+        "prob_dead_note": "double",
+        "prob_general_note": "double",
+        "label": "string",
+    }
+    assert info.saved_input_example_info is not None
+    example = mlflow.models.Model.load(info.model_uri).load_input_example(
+        mlflow.artifacts.download_artifacts(info.model_uri)
+    )
+    assert list(example.columns) == ["audio", "sample_rate"] and example["sample_rate"][0] == 22050
+    assert len(example["audio"][0]) == int(tracking.EXAMPLE_SECONDS * 22050)
+
+    text = version.description
+    assert "`sig`" in text and "test balanced_accuracy" in text and "0.7500" in text
+    assert "macro_f1 0.6500" in text and "support/" not in text
+    assert "a" * 64 in text and tracking.file_sha256(splits) in text
+    assert "champion: yes (no champion yet)" in text and "--promote" in text
