@@ -29,7 +29,7 @@ import pandas as pd
 from guitar_cls.data.schema import LABEL_TO_INDEX, LABELS, read_metadata
 from guitar_cls.data.splits import make_splits
 from guitar_cls.outputs import check_output_folder, staged_output
-from guitar_cls.predict import PROB_COLUMNS, Classifier
+from guitar_cls.predict import PROB_COLUMNS, Classifier, files_windows
 from guitar_cls.train.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def evaluate(
     log.info("evaluating %s on %d events (%s split of %s)", clf.source, len(meta), split, metadata)
     root = Path(audio_root)
     paths = [root / str(p) for p in meta["source_audio"]]
-    windows, errors = clf.prepare_files(paths, meta["onset_sec"].tolist(), meta["offset_sec"].tolist())
+    windows, errors = files_windows(paths, meta["onset_sec"].tolist(), meta["offset_sec"].tolist(), clf.cfg.data)
     if any(errors):
         log.warning("%d events have unusable audio (listed in predictions.csv)", sum(map(bool, errors)))
     probs = clf.classify_windows(windows)

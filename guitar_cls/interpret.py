@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from torch import Tensor, nn
 from guitar_cls.data.audio import pad_windows
 from guitar_cls.data.schema import LABELS
 from guitar_cls.models.blocks import MaskedGlobalPool, time_mask
+
+if TYPE_CHECKING:
+    from guitar_cls.predict import Classifier
 
 _POOLS = (MaskedGlobalPool, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -164,6 +168,24 @@ def explain_snippet(
     cam = grad_cam(model, feats, frames)[0]
     hop_sec = getattr(frontend, "hop_length", 0) / getattr(frontend, "sample_rate", 1) if frontend else 0.0
     return plot_gradcam(feats[0].mean(dim=0).numpy(), cam, path, title=title, hop_sec=hop_sec)
+
+
+def explain_file(
+    clf: Classifier,
+    path: str | Path,
+    out: str | Path,
+    onset_sec: float | None = None,
+    offset_sec: float | None = None,
+) -> Path:
+    """Returns ``out`` after writing the features of a note file (or of the ``[onset, offset)`` event of a recording)
+    with the Grad-CAM map of the predicted class overlaid (first window of a long note)."""
+    from guitar_cls.predict import file_windows
+
+    windows, lengths = file_windows(path, onset_sec, offset_sec, clf.cfg.data)
+    probs = clf.classify_windows([([windows[0]], [lengths[0]])])[0]
+    where = "" if onset_sec is None or np.isnan(float(onset_sec)) else f" @ {float(onset_sec):.2f}s"
+    title = f"{Path(path).name}{where}: {LABELS[int(probs.argmax())]} ({probs.max():.2f})"
+    return explain_snippet(clf.model, clf.frontend, windows[0], lengths[0], out, title)
 
 
 def _save(fig: Figure, path: str | Path) -> Path:

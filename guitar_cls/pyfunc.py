@@ -2,7 +2,8 @@
 
 The model folder carries the checkpoint (artifact ``checkpoint``), the run's ``splits.csv`` when there is one
 (artifact ``splits``) and a copy of the ``guitar_cls`` package (``code_paths``), so it loads and serves where
-guitar_cls is not installed; preprocessing runs inside the model (``predict.Classifier``).
+guitar_cls is not installed; preprocessing runs inside the model (``predict.Classifier``). ``download_checkpoint``
+finds the checkpoint again in a downloaded model (``predict.Classifier.load`` of a ``models:/`` or ``runs:/`` URI).
 
 Input: a DataFrame with, per row, either ``path`` (a WAV file on the serving machine; optional ``onset_sec`` and
 ``offset_sec`` pick one event of a recording) or ``audio`` (list of float samples) and ``sample_rate``. Output: a
@@ -39,13 +40,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 import soundfile as sf
+import yaml
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import AnyType, Array, ColSpec, Schema
 
 from guitar_cls.data.audio import AudioError, check_sample_rate, read_span
 from guitar_cls.data.schema import LABELS
-from guitar_cls.predict import CHECKPOINT_ARTIFACT, PROB_COLUMNS, SPLITS_ARTIFACT, checkpoint_file, find_splits
+from guitar_cls.predict import PROB_COLUMNS, Classifier, file_windows, wave_windows
+from guitar_cls.train.checkpoint import checkpoint_file, find_splits
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,8 @@ INPUT_SCHEMA = Schema(
 OUTPUT_SCHEMA = Schema([*(ColSpec("double", c) for c in PROB_COLUMNS), ColSpec("string", "label")])
 
 
+CHECKPOINT_ARTIFACT = "checkpoint"  # the artifact key of the checkpoint file
+SPLITS_ARTIFACT = "splits"  # the artifact key of the run's splits.csv
 AUDIO_ROOT_ENV = "GUITAR_CLS_AUDIO_ROOT"
 MAX_AUDIO_SEC_ENV = "GUITAR_CLS_MAX_AUDIO_SEC"
 DEFAULT_MAX_AUDIO_SEC = 60.0
@@ -87,6 +92,27 @@ DEFAULT_MAX_AUDIO_SEC = 60.0
 
 class RequestError(ValueError):
     """A request row the served model refuses; the message names the row and is safe to send back to the client."""
+
+
+def find_model_checkpoint(model_dir: str | Path) -> Path:
+    """Returns the checkpoint file inside a downloaded pyfunc model folder (per its MLmodel, else the only ``*.pt``)."""
+    model_dir = Path(model_dir)
+    for mlmodel in sorted(model_dir.rglob("MLmodel")):
+        flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
+        entry = (flavor.get("artifacts") or {}).get(CHECKPOINT_ARTIFACT)
+        if entry:
+            path = mlmodel.parent / (entry["path"] if isinstance(entry, dict) else entry)
+            if path.is_file():
+                return path
+    found = sorted(model_dir.rglob("*.pt"))
+    if len(found) != 1:
+        raise FileNotFoundError(f"{model_dir}: expected one guitar_cls checkpoint in the model, found {found}")
+    return found[0]
+
+
+def download_checkpoint(model_uri: str, dst: Path) -> Path:
+    """Returns the checkpoint file of the MLflow model at ``model_uri`` after downloading the model into ``dst``."""
+    return find_model_checkpoint(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
 
 
 def _missing(value: Any) -> bool:
@@ -106,8 +132,6 @@ class GuitarNoteModel(mlflow.pyfunc.PythonModel):
     the limits on requests."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        from guitar_cls.predict import Classifier
-
         self.classifier = Classifier.load(context.artifacts[CHECKPOINT_ARTIFACT])
         config = dict(getattr(context, "model_config", None) or {})
         self.audio_root = allowed_root(config.get("audio_root") or os.environ.get(AUDIO_ROOT_ENV))
@@ -154,7 +178,7 @@ class GuitarNoteModel(mlflow.pyfunc.PythonModel):
         except (TypeError, ValueError):
             raise RequestError(f"row {i}: 'audio' must be a list of numbers") from None
         try:
-            return self.classifier.windows(wave, sr)
+            return wave_windows(wave, sr, self.classifier.cfg.data)
         except AudioError as e:
             raise RequestError(f"row {i}: {e.reason}") from None
 
@@ -172,7 +196,9 @@ class GuitarNoteModel(mlflow.pyfunc.PythonModel):
         if seconds > self.max_audio_sec:
             raise RequestError(f"row {i}: {seconds:.1f} s of audio; the limit is {self.max_audio_sec:g} s per row")
         try:
-            return self.classifier.file_windows(path, float(onset) if event else None, float(offset) if event else None)
+            return file_windows(
+                path, float(onset) if event else None, float(offset) if event else None, self.classifier.cfg.data
+            )
         except AudioError as e:
             # reasons that carry a library's or the system's message are cut to their first words
             raise RequestError(f"row {i}: {e.reason.split(':')[0]}") from None

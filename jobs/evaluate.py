@@ -23,7 +23,7 @@ from guitar_cls.evaluate import evaluate
 from guitar_cls.logs import setup_logging
 from guitar_cls.outputs import OutputFolderError
 from guitar_cls.predict import Classifier
-from guitar_cls.train.smoke import SMOKE_OVERRIDES
+from guitar_cls.train.smoke import smoke_overrides
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     if args.smoke_test:
         from guitar_cls.data.synth import make_demo_dataset
 
-        model = Classifier.from_config(load_config(None, SMOKE_OVERRIDES))
+        model = Classifier.from_config(load_config(None, smoke_overrides()))
         metadata = make_demo_dataset(tempfile.mkdtemp(prefix="evaluate_smoke_"), n_recordings=6)
     elif not (model and metadata):
         parser.error("--model and --metadata are required (or --smoke-test)")

@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from guitar_cls.config import load_config
+from guitar_cls.interpret import explain_file
 from guitar_cls.logs import setup_logging
-from guitar_cls.predict import Classifier, wav_files
-from guitar_cls.train.smoke import SMOKE_OVERRIDES
+from guitar_cls.predict import Classifier, predict_files, predict_recording, wav_files
+from guitar_cls.train.smoke import smoke_overrides
 
 
 def main() -> None:
@@ -34,22 +35,22 @@ def main() -> None:
     if args.smoke_test:
         from guitar_cls.data.synth import make_demo_dataset
 
-        clf = Classifier.from_config(load_config(None, SMOKE_OVERRIDES))
+        clf = Classifier.from_config(load_config(None, smoke_overrides()))
         paths = [make_demo_dataset(tempfile.mkdtemp(prefix="predict_smoke_"), n_recordings=3).parent]
     elif not (args.model and paths):
         parser.error("--model and at least one PATH are required (or --smoke-test)")
     else:
         clf = Classifier.load(args.model)
     if args.recording:
-        tables = [clf.predict_recording(f).assign(path=str(f)) for f in wav_files(paths)]
+        tables = [predict_recording(clf, f).assign(path=str(f)) for f in wav_files(paths)]
         table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
         table = table[["path", *[c for c in table.columns if c != "path"]]]
     else:
-        table = clf.predict_files(paths)
+        table = predict_files(clf, paths)
     if args.visualize:
         for i, row in table[table["error"] == ""].iterrows():
             name = f"{Path(row['path']).stem}_{i:03d}.png"
-            clf.explain(row["path"], Path(args.visualize) / name, row.get("onset_sec"), row.get("offset_sec"))
+            explain_file(clf, row["path"], Path(args.visualize) / name, row.get("onset_sec"), row.get("offset_sec"))
     if args.csv:
         table.to_csv(args.csv, index=False)
     print(table.drop(columns=["error"] if not table["error"].any() else []).to_string(index=False, float_format="%.3f"))

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from guitar_cls import inference
 from guitar_cls.config import config_from_dict
+from guitar_cls.inference import predict_proba
 from guitar_cls.models import build_model
 from guitar_cls.train import loop
 from guitar_cls.train.checkpoint import load_model, save_checkpoint
@@ -20,7 +22,6 @@ from guitar_cls.train.loop import (
     build_scheduler,
     collate,
     fit,
-    predict_proba,
     resolve_precision,
 )
 
@@ -229,7 +230,7 @@ def test_validation_features_are_computed_once_and_give_the_same_probabilities(m
     assert len(calls) == 2 * n_batches and len(cache) == n_batches  # the second call read the cache
     np.testing.assert_array_equal(first, plain)
     np.testing.assert_array_equal(second, plain)
-    monkeypatch.setattr(loop, "FEATURE_CACHE_BYTES", 0)  # too big to keep: computed every time
+    monkeypatch.setattr(inference, "FEATURE_CACHE_BYTES", 0)  # too big to keep: computed every time
     small: list = []
     predict_proba(parts.model, parts.frontend, val, 8, feature_cache=small)
     assert small == [] and len(calls) == 3 * n_batches

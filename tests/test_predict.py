@@ -1,4 +1,4 @@
-"""Classifier: training's preprocessing on raw audio, files, folders, long notes; latency_ms."""
+"""Classifier: training's preprocessing on raw audio, files, folders, long notes; the prediction tables."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 from guitar_cls.config import config_from_dict
 from guitar_cls.data.audio import AudioError
 from guitar_cls.data.schema import LABELS
-from guitar_cls.predict import PROB_COLUMNS, Classifier, is_model_uri, latency_ms, wav_files
+from guitar_cls.predict import PROB_COLUMNS, Classifier, is_model_uri, predict_files, predict_recording, wav_files
 
 SR = 22050
 
@@ -117,7 +117,7 @@ def test_predict_files_expands_folders_and_reports_errors(clf: Classifier, tmp_p
     sf.write(tmp_path / "silent.wav", np.zeros(SR, dtype=np.float32), SR)
     (tmp_path / "notes.txt").write_text("not audio")
     assert [p.name for p in wav_files([tmp_path])] == ["a.wav", "silent.wav", "b.WAV"]
-    table = clf.predict_files([tmp_path])
+    table = predict_files(clf, [tmp_path])
     assert list(table.columns) == ["path", "label", "confidence", *PROB_COLUMNS, "error"]
     ok = table[table["error"] == ""]
     assert len(ok) == 2 and set(ok["label"]) <= set(LABELS)
@@ -133,7 +133,7 @@ def test_predict_files_expands_folders_and_reports_errors(clf: Classifier, tmp_p
 def test_predict_recording_finds_each_note(clf: Classifier, tmp_path: Path) -> None:
     rec = np.concatenate([np.zeros(SR // 4), note(0.8, f0=110), note(0.8, f0=220), note(1.0, f0=330)])
     sf.write(tmp_path / "rec.wav", rec.astype(np.float32), SR)
-    table = clf.predict_recording(tmp_path / "rec.wav")
+    table = predict_recording(clf, tmp_path / "rec.wav")
     assert list(table.columns[:3]) == ["onset_sec", "offset_sec", "label"]
     np.testing.assert_allclose(table["onset_sec"], [0.25, 1.05, 1.85], atol=0.03)
     np.testing.assert_allclose(table[list(PROB_COLUMNS)].sum(axis=1), 1.0, atol=1e-5)
@@ -142,14 +142,6 @@ def test_predict_recording_finds_each_note(clf: Classifier, tmp_path: Path) -> N
 def test_model_uri_detection() -> None:
     assert is_model_uri("models:/guitar-note-classifier@champion") and is_model_uri("runs:/abc/model")
     assert not is_model_uri("outputs/runs/x/checkpoint") and not is_model_uri("C:\\ckpt\\best.pt")
-
-
-def test_latency_ms_from_config_and_model(clf: Classifier) -> None:
-    threads = torch.get_num_threads()
-    ms = latency_ms(clf.model, clf.frontend, clf.cfg, runs=3, warmup=1)
-    assert 0 < ms < 5000
-    assert torch.get_num_threads() == threads  # restored after timing on one thread
-    assert 0 < latency_ms(clf.cfg, runs=2, warmup=1) < 5000
 
 
 @pytest.mark.slow

@@ -19,8 +19,9 @@ from typing import Any
 
 from guitar_cls.config import load_config
 from guitar_cls.export import export_onnx, onnx_latency_ms, onnx_session
-from guitar_cls.predict import Classifier, latency_ms
-from guitar_cls.train.smoke import SMOKE_OVERRIDES
+from guitar_cls.inference import latency_ms
+from guitar_cls.predict import Classifier
+from guitar_cls.train.smoke import smoke_overrides
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ def measure(clf: Classifier, *, seconds: float, runs: int, workdir: Path, tag: s
     PyTorch for hpss, which does not export); ``onnx_torch_frontend_ms`` times the features graph fed by the PyTorch
     front end (ONNX Runtime's STFT is slower than PyTorch's, so this split is often the faster deployment).
     """
-    out: dict[str, Any] = {"torch_ms": latency_ms(clf.model, clf.frontend, clf.cfg, seconds=seconds, runs=runs)}
+    torch_ms = latency_ms(clf.model, clf.frontend, clf.cfg.data.sample_rate, seconds=seconds, runs=runs)
+    out: dict[str, Any] = {"torch_ms": torch_ms}
     waveform = clf.cfg.features.name != "hpss"
     for variant in (True, False) if waveform else (False,):
         path = export_onnx(
@@ -58,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model and not args.smoke_test:
         parser.error("--model is required (or --smoke-test)")
     runs = 5 if args.smoke_test else args.runs
-    clf = Classifier.from_config(load_config(None, SMOKE_OVERRIDES)) if args.smoke_test else Classifier.load(args.model)
+    if args.smoke_test:
+        clf = Classifier.from_config(load_config(None, smoke_overrides()))
+    else:
+        clf = Classifier.load(args.model)
     reference = Classifier.from_config(
         load_config(None, [("model.name", REFERENCE["name"]), ("model.params", REFERENCE["params"])])
     )

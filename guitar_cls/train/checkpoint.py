@@ -16,17 +16,12 @@ from torch import nn
 
 from guitar_cls.config import Config, config_from_dict
 from guitar_cls.data.schema import LABELS
+from guitar_cls.inference import build_from_config, model_kwargs
 
 FORMAT_VERSION = 1
 LATEST = "model.pt"  # the latest epoch (what a resumed run continues from)
 BEST = "best.pt"  # the best epoch on the validation metric (what gets evaluated and registered)
 SPLITS_FILE = "splits.csv"  # a run's split assignment, in its folder (beside ``checkpoint/``); logged with the model
-
-
-def model_kwargs(cfg: Config, in_channels: int) -> dict[str, Any]:
-    """Returns the keyword arguments ``build_model`` needs for ``cfg`` (the checkpoint stores them verbatim)."""
-    kwargs: dict[str, Any] = {"n_classes": len(LABELS), "in_channels": in_channels, **cfg.model.params}
-    return kwargs
 
 
 def make_payload(
@@ -75,13 +70,29 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Returns the checkpoint dict at ``path`` (a file, or a folder holding best.pt / model.pt)."""
+def checkpoint_file(path: str | Path) -> Path:
+    """Returns the checkpoint file of a file or a run folder (``best.pt``, else ``model.pt``)."""
     path = Path(path)
     if path.is_dir():
         path = path / BEST if (path / BEST).exists() else path / LATEST
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def find_splits(checkpoint: str | Path) -> Path | None:
+    """Returns the ``splits.csv`` of the run a checkpoint file came from, if any: beside it (a pyfunc model's
+    artifacts) or in the folder above (``runs/<name>/checkpoint/best.pt`` -> ``runs/<name>/splits.csv``)."""
+    checkpoint = Path(checkpoint)
+    for folder in (checkpoint.parent, checkpoint.parent.parent):
+        if (folder / SPLITS_FILE).is_file():
+            return folder / SPLITS_FILE
+    return None
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Returns the checkpoint dict at ``path`` (a file, or a folder holding best.pt / model.pt)."""
+    path = checkpoint_file(path)
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path}: not a guitar_cls checkpoint (format {FORMAT_VERSION})")
@@ -92,12 +103,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, nn.Module, Config]:
     """Returns (model in eval mode, feature front end, config) rebuilt from a checkpoint file or folder."""
-    from guitar_cls.features import make_frontend
-    from guitar_cls.models import build_model
-
     payload = read_checkpoint(path)
     cfg = config_from_dict(payload["config"])
-    frontend = make_frontend(cfg.features, cfg.data.sample_rate)
-    model = build_model(payload["model_name"], **payload["model_kwargs"])
+    if payload["model_name"] != cfg.model.name:
+        raise ValueError(f"{path}: model {payload['model_name']!r} but its config names {cfg.model.name!r}")
+    model, frontend = build_from_config(cfg, kwargs=payload["model_kwargs"])
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), frontend.to(device).eval(), cfg

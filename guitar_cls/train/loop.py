@@ -25,8 +25,7 @@ from torch import nn
 from guitar_cls.augment import WaveformAugment, mixup, spec_augment
 from guitar_cls.config import Config, TrainingConfig
 from guitar_cls.data.schema import LABELS
-from guitar_cls.features import make_frontend
-from guitar_cls.models import build_model
+from guitar_cls.inference import Waves, build_from_config, length_sorted_batches, pad_batch, predict_proba
 from guitar_cls.train.checkpoint import make_payload
 from guitar_cls.train.losses import build_loss
 from guitar_cls.train.metrics import classification_metrics
@@ -47,11 +46,9 @@ ReportFn = Callable[[dict[str, float], dict[str, Any], dict[str, Any] | None], N
 
 
 @dataclass
-class SnippetSet:
-    """Processed waveforms (unpadded), their lengths in samples and integer labels."""
+class SnippetSet(Waves):
+    """Processed waveforms (unpadded), their lengths in samples (``Waves``) and integer labels."""
 
-    waves: list[np.ndarray]
-    lengths: np.ndarray  # (N,) int64
     labels: np.ndarray  # (N,) int64
 
     @classmethod
@@ -59,9 +56,6 @@ class SnippetSet:
         """Returns the set built from cache rows (columns ``waveform``, ``length``, ``label``)."""
         waves = [np.asarray(w, dtype=np.float32) for w in df["waveform"]]
         return cls(waves, df["length"].to_numpy(np.int64), df["label"].to_numpy(np.int64))
-
-    def __len__(self) -> int:
-        return len(self.waves)
 
     def subset(self, idx: np.ndarray) -> SnippetSet:
         return SnippetSet([self.waves[i] for i in idx], self.lengths[idx], self.labels[idx])
@@ -87,9 +81,10 @@ def bucket_batches(
     and then batch-norm statistics in training stop matching the running statistics used in evaluation).
     """
     n = len(lengths)
+    if not shuffle and bucket:
+        return length_sorted_batches(lengths, batch_size)
     if not shuffle:
-        order = np.argsort(lengths, kind="stable") if bucket else np.arange(n)
-        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
     perm = rng.permutation(n)
     if bucket:
         size = max(1, pool) * batch_size
@@ -100,15 +95,7 @@ def bucket_batches(
 
 def collate(data: SnippetSet, idx: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (waves (B, N_max) zero-padded, lengths (B,), labels (B,)) on ``device``."""
-    lengths = data.lengths[idx]
-    out = np.zeros((len(idx), int(lengths.max())), dtype=np.float32)
-    for row, i in enumerate(idx):
-        out[row, : data.lengths[i]] = data.waves[i][: data.lengths[i]]
-    return (
-        torch.from_numpy(out).to(device, non_blocking=True),
-        torch.from_numpy(lengths).to(device),
-        torch.from_numpy(data.labels[idx]).to(device),
-    )
+    return (*pad_batch(data, idx, device), torch.from_numpy(data.labels[idx]).to(device))
 
 
 @dataclass
@@ -124,7 +111,7 @@ class TrainParts:
     device: torch.device
     amp_dtype: torch.dtype | None
     channels_last: bool
-    feature_caches: dict[str, list] = field(default_factory=dict)  # split prefix -> predict_proba's feature_cache
+    feature_caches: dict[str, list] = field(default_factory=dict)  # split prefix -> inference.predict_proba's cache
 
 
 def build_optimizer(params: Any, tc: TrainingConfig) -> torch.optim.Optimizer:
@@ -204,11 +191,8 @@ def resolve_precision(tc: TrainingConfig, device: torch.device) -> tuple[torch.d
 def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, device: torch.device) -> TrainParts:
     """Returns model, front end, augmentation, loss, optimizer and scheduler for ``cfg`` on ``device``."""
     tc = cfg.training
-    frontend = make_frontend(cfg.features, cfg.data.sample_rate).to(device)
-    hp = dict(cfg.model.params)
-    if cfg.model.pretrained:
-        hp["pretrained"] = cfg.model.pretrained
-    model = build_model(cfg.model.name, n_classes=len(LABELS), in_channels=frontend.in_channels, **hp).to(device)
+    model, frontend = build_from_config(cfg, pretrained=True)
+    model, frontend = model.to(device), frontend.to(device)
     amp_dtype, channels_last = resolve_precision(tc, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -272,61 +256,6 @@ def train_one_epoch(
         count += len(idx)
     seconds = time.perf_counter() - t0
     return {"train/loss": total / max(count, 1), "train/samples_per_s": count / max(seconds, 1e-9)}
-
-
-FEATURE_CACHE_BYTES = 512 * 2**20  # validation features kept between epochs up to this size
-
-
-def _feature_batches(
-    frontend: nn.Module, data: SnippetSet, batch_size: int, device: torch.device
-) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """Yields ``(indices, feats (B, C, F, T), frame_lengths (B,))`` over ``data`` in length-sorted batches."""
-    for idx in bucket_batches(data.lengths, batch_size, shuffle=False):
-        waves, lengths, _ = collate(data, idx, device)
-        yield (idx, *frontend(waves, lengths))
-
-
-def _feature_bytes(frontend: nn.Module, data: SnippetSet, batch_size: int) -> int:
-    """Returns the size of every padded fp32 feature batch of ``data`` (what ``feature_cache`` would hold)."""
-    n_frames = getattr(frontend, "frames_for", None)
-    if n_frames is None:
-        return FEATURE_CACHE_BYTES + 1
-    per_frame = 4 * frontend.in_channels * frontend.n_bins
-    return sum(
-        len(idx) * int(n_frames(int(data.lengths[idx].max()))) * per_frame
-        for idx in bucket_batches(data.lengths, batch_size, shuffle=False)
-    )
-
-
-@torch.no_grad()
-def predict_proba(
-    model: nn.Module,
-    frontend: nn.Module,
-    data: SnippetSet,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    amp_dtype: torch.dtype | None = None,
-    feature_cache: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]] | None = None,
-) -> np.ndarray:
-    """Returns class probabilities (N, n_classes) for ``data`` in its own order.
-
-    ``feature_cache``: a list owned by the caller for a ``data`` that does not change (validation): filled with the
-    front end's batches on the first call when they fit in ``FEATURE_CACHE_BYTES``, then read instead of recomputing
-    them (the front end is fixed and no augmentation applies outside training).
-    """
-    device = torch.device(device)
-    model.eval()
-    frontend.eval()
-    out = np.zeros((len(data), len(LABELS)), dtype=np.float32)
-    if feature_cache == [] and _feature_bytes(frontend, data, batch_size) <= FEATURE_CACHE_BYTES:
-        feature_cache.extend(_feature_batches(frontend, data, batch_size, device))
-    batches = feature_cache or _feature_batches(frontend, data, batch_size, device)
-    ctx = torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    for idx, feats, frames in batches:
-        with ctx:
-            logits = model(feats, frames)
-        out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return out
 
 
 @contextmanager
