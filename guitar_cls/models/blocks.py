@@ -4,8 +4,8 @@ Every model takes zero-padded batches ``[B, C, F, T]`` plus the valid frame coun
 the same prediction alone as inside a padded batch, :class:`LengthMasker` installs hooks on a module tree:
 
 - every ``Conv2d`` input is zeroed past the valid length (forward pre-hook), so a convolution sees exactly the zeros
-  its own padding would give the snippet alone (convs one frame wide with stride 1 need no mask and are left alone,
-  which also covers the 1x1 convs inside squeeze-excitation that run on pooled ``[B, C, 1, 1]`` tensors);
+  its own padding would give the snippet alone (convs one frame wide without time padding need no mask: the 1x1
+  convs inside squeeze-excitation on pooled ``[B, C, 1, 1]`` tensors, a ResNet's strided 1x1 shortcut);
 - every ``MaxPool2d`` input is set to ``-inf`` past the valid length (the value max-pool padding uses), and its output
   past the new valid length is zeroed again so training-mode batch norm never sees ``-inf``;
 - after each conv/pool the valid length at the new time resolution follows the convolution formula
@@ -42,10 +42,14 @@ def _last(v: Any) -> int:
     return int(v[-1]) if isinstance(v, (tuple, list)) else int(v)
 
 
-def _is_pointwise(conv: nn.Conv2d) -> bool:
-    """Returns whether ``conv`` is 1 frame wide with stride 1 and no padding along time (e.g. squeeze-excitation)."""
+def _is_framewise(conv: nn.Conv2d) -> bool:
+    """Returns whether each output frame of ``conv`` reads one input frame (1 frame wide, no padding along time).
+
+    Valid output frames then read valid input frames only, so the input needs no mask (only the length changes when
+    the stride is above 1: e.g. a ResNet's strided 1x1 shortcut).
+    """
     pad = 0 if conv.padding == "valid" else conv.padding
-    return _last(conv.kernel_size) == 1 and _last(conv.stride) == 1 and pad != "same" and _last(pad) == 0
+    return _last(conv.kernel_size) == 1 and pad != "same" and _last(pad) == 0
 
 
 def conv_out_length(
@@ -86,8 +90,9 @@ class LengthMasker:
         self._masks: dict[int, Tensor] = {}  # T -> (B, 1, 1, T) bool, built once per forward and resolution
         n_conv = n_pool = n_gap = 0
         for name, module in list(root.named_modules()):
-            if isinstance(module, nn.Conv2d) and _is_pointwise(module):
-                pass  # each output frame sees only its own input frame: nothing to mask, length unchanged
+            if isinstance(module, nn.Conv2d) and _is_framewise(module):
+                if _last(module.stride) > 1:  # nothing to mask, but a new length
+                    module.register_forward_hook(self._record_conv)
             elif isinstance(module, nn.Conv2d):
                 module.register_forward_pre_hook(self._zero_input)
                 module.register_forward_hook(self._record_conv)
