@@ -143,10 +143,35 @@ def power_to_unit_db(power: Tensor, frame_lengths: Tensor, top_db: float) -> Ten
     return out * mask
 
 
-def _project(basis: Tensor, spec: Tensor) -> Tensor:
-    """Returns ``basis (K, F) @ spec (B, F, T) -> (B, K, T)`` in float32 with autocast off."""
+Blocks = tuple[tuple[int, int, int, int], ...]  # (row_lo, row_hi, col_lo, col_hi) of a filter bank's nonzero parts
+
+
+def basis_blocks(basis: Tensor, rows: int = 16) -> Blocks:
+    """Returns the ``(row_lo, row_hi, col_lo, col_hi)`` of groups of ``rows`` consecutive rows of ``basis (K', K)``
+    and the columns they use, or one block of the whole bank when that would not halve the multiplications.
+
+    A mel bank is narrow triangles: 16-row blocks do 1/7.6 of the dense product's work (128 mels over 736 STFT rows).
+    The pseudo-CQT and chroma banks use every row: one block.
+    """
+    n_rows, n_cols = basis.shape
+    blocks = []
+    for r0 in range(0, n_rows, rows):
+        used = torch.nonzero(basis[r0 : r0 + rows].abs().sum(dim=0) > 0).flatten()
+        c0, c1 = (int(used[0]), int(used[-1]) + 1) if used.numel() else (0, 1)
+        blocks.append((r0, min(r0 + rows, n_rows), c0, c1))
+    work = sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in blocks)
+    return tuple(blocks) if 2 * work <= n_rows * n_cols else ((0, n_rows, 0, n_cols),)
+
+
+def project(basis: Tensor, spec: Tensor, blocks: Blocks | None = None) -> Tensor:
+    """Returns ``basis (K', K) @ spec (..., K, N) -> (..., K', N)`` in float32 with autocast off, multiplying only
+    the ``blocks`` of ``basis`` (``basis_blocks``; None: all of it)."""
     with _autocast_off(spec.device):
-        return torch.matmul(basis.float(), spec.float())
+        basis, spec = basis.float(), spec.float()
+        if blocks is None or len(blocks) == 1:
+            return torch.matmul(basis, spec)
+        parts = [torch.matmul(basis[r0:r1, c0:c1], spec[..., c0:c1, :]) for r0, r1, c0, c1 in blocks]
+        return torch.cat(parts, dim=-2)
 
 
 def _valid_frames_projected(
@@ -158,11 +183,12 @@ def _valid_frames_projected(
     hop_length: int,
     band: tuple[int, int],
     magnitude: bool,
+    blocks: Blocks | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Returns ``basis`` applied to the power (or magnitude) STFT of the valid frames only, scattered into zeros
     ``(B, K, T)``, and the frame lengths ``(B,)``.
 
-    Same values as ``_masked(_project(basis, block_power_spectrogram(...)))`` (up to float summation order), but
+    Same values as ``_masked(project(basis, block_power_spectrogram(...)))`` (up to float summation order), but
     only the ``sum(frame_lengths)`` valid frames are windowed, transformed and projected: a random batch of notes is
     mostly padding (median note 0.3 s, padded to the longest, often 3 s), which a dense STFT computes in full.
     """
@@ -185,8 +211,7 @@ def _valid_frames_projected(
     power = parts[..., 0].square() + parts[..., 1].square()  # (V, F); a sum over the last dim of 2 is slow
     if magnitude:
         power = power.sqrt()
-    with _autocast_off(wave.device):
-        projected = torch.matmul(power, basis.float().T)  # (V, K)
+    projected = project(basis, power.T, blocks).T  # (V, K')
     out = projected.new_zeros(wave.shape[0], basis.shape[0], n_frames)  # (B, K, T)
     out.transpose(1, 2)[mask] = projected
     return out, frame_lengths
@@ -201,6 +226,7 @@ def projected_spectrogram(
     hop_length: int,
     band: tuple[int, int],
     magnitude: bool = False,
+    blocks: Blocks | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Returns ``basis (K', K) @ power STFT`` ``(B, K', T)`` of the rows ``band = (lo, hi)`` (of the magnitude when
     ``magnitude``), frames past ``frame_lengths`` exactly 0, and the frame lengths ``(B,)``.
@@ -209,9 +235,9 @@ def projected_spectrogram(
     independent of the lengths' values, real-valued ops only).
     """
     if not is_tracing():
-        return _valid_frames_projected(wave, lengths, stft.window, basis, n_fft, hop_length, band, magnitude)
+        return _valid_frames_projected(wave, lengths, stft.window, basis, n_fft, hop_length, band, magnitude, blocks)
     power, frame_lengths = block_power_spectrogram(wave, lengths, stft.dft, stft.taps, n_fft, hop_length)
-    return _masked(_project(basis, power.sqrt() if magnitude else power), frame_lengths), frame_lengths
+    return _masked(project(basis, power.sqrt() if magnitude else power, blocks), frame_lengths), frame_lengths
 
 
 def logmel(
@@ -224,13 +250,15 @@ def logmel(
     hop_length: int,
     top_db: float,
     band: tuple[int, int],
+    blocks: Blocks | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Returns the scaled log-mel spectrogram ``(B, 1, n_mels, T)`` and frame lengths ``(B,)``.
 
     ``basis`` is the Slaney mel filter bank (librosa's default) restricted to the STFT rows ``band = (lo, hi)`` it
-    uses, ``(n_mels, hi - lo)``; ``stft`` holds the window and block-DFT kernels of that band (``stft_kernels``).
+    uses, ``(n_mels, hi - lo)``, multiplied by its nonzero ``blocks`` (``basis_blocks``); ``stft`` holds the
+    window and block-DFT kernels of that band (``stft_kernels``).
     """
-    mel, frame_lengths = projected_spectrogram(wave, lengths, stft, basis, n_fft, hop_length, band)  # (B, M, T)
+    mel, frame_lengths = projected_spectrogram(wave, lengths, stft, basis, n_fft, hop_length, band, blocks=blocks)
     return power_to_unit_db(mel, frame_lengths, top_db)[:, None], frame_lengths
 
 
@@ -244,13 +272,16 @@ def cqt(
     hop_length: int,
     top_db: float,
     band: tuple[int, int],
+    blocks: Blocks | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Returns the scaled log pseudo-CQT ``(B, 1, n_bins, T)`` and frame lengths ``(B,)``.
 
     ``basis`` is the ``(n_bins, n_fft // 2 + 1)`` magnitude response of librosa's constant-Q wavelets sampled at the
     STFT bin frequencies; it is applied to the STFT magnitude (as librosa's ``pseudo_cqt``), then squared.
     """
-    mag, frame_lengths = projected_spectrogram(wave, lengths, stft, basis, n_fft, hop_length, band, magnitude=True)
+    mag, frame_lengths = projected_spectrogram(
+        wave, lengths, stft, basis, n_fft, hop_length, band, magnitude=True, blocks=blocks
+    )
     return power_to_unit_db(mag.square(), frame_lengths, top_db)[:, None], frame_lengths
 
 
@@ -264,12 +295,13 @@ def chroma(
     hop_length: int,
     top_db: float,
     band: tuple[int, int],
+    blocks: Blocks | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Returns the chromagram ``(B, 1, n_chroma, T)`` (each frame divided by its max, as librosa) and frame lengths.
 
     ``basis`` is librosa's ``(n_chroma, n_fft // 2 + 1)`` chroma filter bank; ``top_db`` is unused.
     """
-    ch, frame_lengths = projected_spectrogram(wave, lengths, stft, basis, n_fft, hop_length, band)  # (B, K, T)
+    ch, frame_lengths = projected_spectrogram(wave, lengths, stft, basis, n_fft, hop_length, band, blocks=blocks)
     peak = ch.amax(dim=1, keepdim=True)
     ch = torch.where(peak > _AMIN, ch / peak.clamp(min=_AMIN), torch.zeros_like(ch))
     return ch[:, None], frame_lengths
@@ -294,6 +326,7 @@ def hpss(
     hop_length: int,
     top_db: float,
     band: tuple[int, int],
+    blocks: Blocks | None = None,
     kernel: int = 17,
 ) -> tuple[Tensor, Tensor]:
     """Returns harmonic and percussive log-mels ``(B, 2, n_mels, T)`` and frame lengths ``(B,)``.
@@ -303,7 +336,7 @@ def hpss(
     split the mel power into the two channels.
     """
     # (B, M, T), padding frames 0 for the median filters
-    mel, frame_lengths = projected_spectrogram(wave, lengths, stft, basis, n_fft, hop_length, band)
+    mel, frame_lengths = projected_spectrogram(wave, lengths, stft, basis, n_fft, hop_length, band, blocks=blocks)
     harm = _median_filter(mel, kernel, dim=-1)
     perc = _median_filter(mel, kernel, dim=-2)
     h2, p2 = harm.square(), perc.square()
@@ -373,6 +406,7 @@ class FeatureFrontend(nn.Module):
         # only the STFT rows the filter bank uses are computed (mel 80-8000 Hz: ~72% of them)
         self.band = (int(support[0]), int(support[-1]) + 1) if support.numel() else (0, basis.shape[1])
         self.register_buffer("basis", basis[:, self.band[0] : self.band[1]].contiguous(), persistent=False)
+        self.basis_blocks = basis_blocks(self.basis)
         for name, kernel in stft_kernels(cfg.n_fft, cfg.hop_length, self.band)._asdict().items():
             self.register_buffer(f"stft_{name}", kernel, persistent=False)
         self.n_bins = int(basis.shape[0])
@@ -393,6 +427,7 @@ class FeatureFrontend(nn.Module):
                 hop_length=self.hop_length,
                 top_db=self.cfg.top_db,
                 band=self.band,
+                blocks=self.basis_blocks,
                 **self._extra,
             )
 

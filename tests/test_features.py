@@ -149,3 +149,17 @@ def test_block_stft_equals_torch_stft(n_fft: int, hop: int, band: tuple[int, int
                      return_complex=True)[:, band[0] : band[1]].abs().square()  # fmt: skip
     assert power.shape == ref.shape and fl.tolist() == [frames_for(int(n), n_fft, hop) for n in lengths]
     torch.testing.assert_close(power.double(), ref, atol=1e-5 * float(ref.max()), rtol=1e-4)
+
+
+def test_mel_bank_is_multiplied_by_its_blocks_only() -> None:
+    """The mel bank's blocks cover every nonzero entry (same product as dense), and do a fraction of its work."""
+    from guitar_cls.features import basis_blocks, project
+
+    fe = make_frontend(FeatureConfig(), SR)
+    blocks = fe.basis_blocks
+    assert len(blocks) > 1 and [b[0] for b in blocks[1:]] == [b[1] for b in blocks[:-1]]  # consecutive rows
+    assert sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in blocks) * 4 < fe.basis.numel()
+    spec = torch.rand(2, fe.basis.shape[1], 7, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(project(fe.basis, spec, blocks), fe.basis @ spec, atol=1e-6, rtol=1e-5)
+    chroma = make_frontend(FeatureConfig(name="chroma"), SR).basis
+    assert basis_blocks(chroma) == ((0, chroma.shape[0], 0, chroma.shape[1]),)  # dense: one block
