@@ -33,7 +33,7 @@ def measure(clf: Classifier, *, seconds: float, runs: int, workdir: Path, tag: s
 
     ``onnx_ms`` times the waveform graph (front end inside ONNX Runtime; the features graph with the front end in
     PyTorch for hpss, which does not export); ``onnx_torch_frontend_ms`` times the features graph fed by the PyTorch
-    front end (ONNX Runtime's STFT is slower than PyTorch's, so this split is often the faster deployment).
+    front end (the split a deployment with PyTorch may use; the waveform graph needs no PyTorch).
     """
     torch_ms = latency_ms(clf.model, clf.frontend, clf.cfg.data.sample_rate, seconds=seconds, runs=runs)
     out: dict[str, Any] = {"torch_ms": torch_ms}
