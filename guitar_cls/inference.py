@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -139,6 +139,23 @@ def mean_per_owner(probs: np.ndarray, owner: Sequence[int], n: int) -> np.ndarra
     return out
 
 
+def median_ms(fn: Callable[[], object], *, runs: int = 20, warmup: int = 3, threads: int = 1) -> float:
+    """Returns the median wall time in ms of ``runs`` calls of ``fn`` after ``warmup`` untimed ones, on ``threads``
+    torch CPU threads (restored afterwards)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        times = []
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1000.0)
+    finally:
+        torch.set_num_threads(previous)
+    return float(statistics.median(times))
+
+
 def latency_ms(
     model: nn.Module,
     frontend: nn.Module,
@@ -149,27 +166,18 @@ def latency_ms(
     warmup: int = 3,
     threads: int = 1,
 ) -> float:
-    """Returns the median single-snippet CPU latency in ms (features + model) for ``seconds`` of audio.
-
-    Runs on ``threads`` CPU threads (restored afterwards) with model and front end moved to CPU in eval mode.
-    """
+    """Returns the median single-snippet CPU latency in ms (features + model) for ``seconds`` of audio, on
+    ``threads`` CPU threads with model and front end moved to CPU in eval mode."""
     model, frontend = model.cpu().eval(), frontend.cpu().eval()
     n = int(round(seconds * sample_rate))
     wave = torch.from_numpy(np.random.default_rng(0).standard_normal((1, n)).astype(np.float32) * 0.1)
     lengths = torch.tensor([n])
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        times = []
-        with torch.inference_mode():
-            for i in range(warmup + runs):
-                t0 = time.perf_counter()
-                model(*frontend(wave, lengths))
-                if i >= warmup:
-                    times.append((time.perf_counter() - t0) * 1000.0)
-    finally:
-        torch.set_num_threads(previous)
-    return float(statistics.median(times))
+
+    @torch.inference_mode()
+    def classify() -> torch.Tensor:
+        return model(*frontend(wave, lengths))
+
+    return median_ms(classify, runs=runs, warmup=warmup, threads=threads)
 
 
 def config_latency_ms(cfg: Config, *, seed: int = 0, **kw: Any) -> float:

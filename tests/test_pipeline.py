@@ -1,33 +1,28 @@
-"""Waveform cache: build with Ray Data, hits without audio work, keys, quarantine of bad audio, strict mode; the
-optional feature cache: same front end output, its own key, hits without audio work."""
+"""Waveform cache: build with Ray Data, hits without audio work, keys, quarantine of bad audio, strict mode."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import torch
 
-from guitar_cls.config import DataConfig, FeatureConfig
+from guitar_cls.config import DataConfig
 from guitar_cls.data import audio, pipeline
-from guitar_cls.data.audio import AudioError, load_snippet, pad_windows
+from guitar_cls.data.audio import AudioError, load_snippet
 from guitar_cls.data.pipeline import (
     cache_dataset,
     cache_key,
     load_cache,
     metadata_fingerprint,
-    pad_features,
     preprocessing_settings,
 )
 from guitar_cls.data.schema import LABEL_TO_INDEX
-from guitar_cls.features import frames_for, make_frontend
 
 SR = 44100
 
@@ -220,104 +215,18 @@ def test_strict_mode_raises_naming_the_rows(ray_local, bad_set, tmp_path) -> Non
         cache_dataset(df.iloc[:3], root, cfg, progress=False)
 
 
-@pytest.mark.parametrize("name", ["logmel", "hpss"])
-def test_feature_cache_holds_what_the_frontend_returns(ray_local, good_set, tmp_path, name) -> None:
-    df, root = good_set
-    cfg = DataConfig(cache_dir=str(tmp_path / "cache"), long_notes="split")
-    fcfg = FeatureConfig(name=name, n_mels=64)
-    res = cache_dataset(df, root, cfg, features_cfg=fcfg, progress=False)
-    assert not res.hit and res.n_rows == 6 and res.key == cache_key(df, root, cfg, fcfg)
-    cached = load_cache(res.path, with_features=True)
-    assert list(cached.columns) == [
-        "row", "window", "label", "source_audio", "waveform", "length", "n_frames", "features"
-    ]  # fmt: skip
-    frontend = make_frontend(fcfg, cfg.sample_rate)
-    for feats, n_frames, length in zip(cached["features"], cached["n_frames"], cached["length"]):
-        assert feats.dtype == np.float16 and feats.shape == (frontend.in_channels, 64, n_frames)
-        assert n_frames == frames_for(int(length))
-    # the waveforms are those of the waveform-only cache
-    plain = load_cache(cache_dataset(df, root, cfg, progress=False).path)
-    assert all(np.array_equal(a, b) for a, b in zip(plain["waveform"], cached["waveform"]))
-
-    waves = list(cached["waveform"])
-    with torch.inference_mode():
-        expected, expected_frames = frontend(*pad_windows(waves))  # (B, C, F, T) as training computes it
-    got, frames = pad_features(list(cached["features"]))
-    assert got.dtype == torch.float32 and got.shape == expected.shape
-    assert torch.equal(frames, expected_frames)
-    torch.testing.assert_close(got, expected, atol=1e-3, rtol=0)  # float16 storage
-    # padded to min_samples like prediction batches: pad to the same number of frames
-    min_samples = 2 * 22050
-    with torch.inference_mode():
-        expected, _ = frontend(*pad_windows(waves[:2], min_samples))
-    got, _ = pad_features(list(cached["features"][:2]), min_frames=frames_for(min_samples))
-    torch.testing.assert_close(got, expected, atol=1e-3, rtol=0)
-
-    subset = load_cache(res.path, rows=[3, 1], with_features=True, with_waveforms=False)
-    assert "waveform" not in subset.columns and subset["row"].tolist() == [1, 1, 3]
-    for a, b in zip(subset["features"], cached["features"][cached["row"].isin([1, 3])]):
-        assert np.array_equal(a, b)
-
-
-def test_pad_features_pads_time_with_exact_zeros() -> None:
-    a = np.full((2, 3, 4), 0.5, np.float16)
-    b = np.full((2, 3, 6), 0.25, np.float16)
-    batch, frames = pad_features([a, b])
-    assert batch.shape == (2, 2, 3, 6) and frames.tolist() == [4, 6]
-    assert torch.all(batch[0, :, :, :4] == 0.5) and torch.all(batch[0, :, :, 4:] == 0)
-    assert torch.all(batch[1] == 0.25)
-    assert pad_features([a], min_frames=9)[0].shape == (1, 2, 3, 9)
-
-
-def test_feature_settings_key_a_separate_cache_and_leave_the_waveform_key_alone(good_set) -> None:
+def test_cache_key_is_the_one_earlier_versions_computed(good_set) -> None:
     df, root = good_set
     cfg = DataConfig()
     base = cache_key(df, root, cfg)
-    # the waveform-only key is exactly the one earlier versions computed, with or without features_cfg=None
+    # existing caches stay hits: the key hashes exactly these three parts
     payload = {
         "metadata": metadata_fingerprint(df),
         "audio_root": str(Path(root).resolve()),
         "settings": preprocessing_settings(cfg),
     }
     assert base == hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    assert cache_key(df, root, cfg, None) == base
-    fkey = cache_key(df, root, cfg, FeatureConfig())
-    assert fkey != base
-    for change in [{"name": "cqt"}, {"n_mels": 64}, {"hop_length": 256}, {"f_max": 7000.0}, {"top_db": 60.0}]:
-        assert cache_key(df, root, cfg, FeatureConfig(**change)) not in (base, fkey), change
-    assert cache_key(df, root, dataclasses.replace(cfg, sample_rate=16000), FeatureConfig()) != fkey
-
-
-def test_feature_cache_hit_does_no_audio_work(ray_local, good_set, tmp_path, monkeypatch) -> None:
-    df, root = good_set
-    cfg, fcfg = DataConfig(cache_dir=str(tmp_path / "cache")), FeatureConfig(n_mels=32)
-    first = cache_dataset(df, root, cfg, features_cfg=fcfg, progress=False)
-    before = load_cache(first.path, with_features=True)
-    for f in root.iterdir():
-        f.unlink()
-
-    def boom(*a, **k):
-        raise AssertionError("audio or feature work on a cache hit")
-
-    monkeypatch.setattr(pipeline, "read_segments", boom)
-    monkeypatch.setattr(audio, "read_segments", boom)
-    monkeypatch.setattr(pipeline, "_window_features", boom)
-    monkeypatch.setattr(ray_local.data, "from_items", boom)
-    second = cache_dataset(df, root, cfg, features_cfg=fcfg, progress=False)
-    assert second.hit and second.path == first.path and second.n_rows == 5
-    after = load_cache(second.path, with_features=True)
-    assert all(np.array_equal(a, b) for a, b in zip(after["features"], before["features"]))
-    # a waveform-only request is another key: it would have to read the (now deleted) audio
-    with pytest.raises(AssertionError, match="on a cache hit"):
-        cache_dataset(df, root, cfg, progress=False)
-
-
-def test_features_from_a_waveform_only_cache_raise_naming_the_path(ray_local, good_set, tmp_path) -> None:
-    df, root = good_set
-    res = cache_dataset(df.iloc[:2], root, DataConfig(cache_dir=str(tmp_path / "cache")), progress=False)
-    with pytest.raises(ValueError, match=re.escape(str(res.path)) + ".*waveforms only"):
-        load_cache(res.path, with_features=True)
-    assert "features" not in load_cache(res.path).columns
+    assert cache_key(df, root, dataclasses.replace(cfg, sample_rate=16000)) != base
 
 
 def test_featurize_benchmark_prints_its_json_line(ray_local, tiny_demo, capsys) -> None:
@@ -335,12 +244,12 @@ def test_featurize_benchmark_prints_its_json_line(ray_local, tiny_demo, capsys) 
 # --- concurrent builds, corrupt manifests, crash leftovers (issue 10.3) -------------------------------------------
 
 
-def _featurize_in_process(items, out_dir, quarantine_dir, data_cfg, features_cfg, progress) -> None:
+def _featurize_in_process(items, out_dir, quarantine_dir, data_cfg, progress) -> None:
     """Stands in for the Ray Data pass: the same featurize_recordings, one Parquet part, no Ray."""
     import pyarrow.parquet as pq
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = pipeline.featurize_recordings(pd.DataFrame(items), data_cfg, str(quarantine_dir), features_cfg)
+    table = pipeline.featurize_recordings(pd.DataFrame(items), data_cfg, str(quarantine_dir))
     pq.write_table(table, out_dir / "part-0.parquet")
 
 

@@ -1,20 +1,20 @@
-"""Featurization benchmark: the brief's per-item librosa loader against the Ray Data feature cache.
+"""Featurization benchmark: the brief's per-item librosa loader against the Ray Data waveform cache feeding the
+batched torch front end, as training consumes it.
 
 Prints one JSON line. All three measurements go from metadata rows to log-mel features:
 
-(a) seed loader: ``librosa.load(offset, duration, sr=22050)``, peak normalisation, pad/truncate to 0.5-3 s,
-    ``librosa.feature.melspectrogram`` + ``power_to_db``, one item at a time in a torch DataLoader with 2 workers;
-(b) first pass: ``cache_dataset(..., features_cfg=log-mel)`` into an empty temporary cache (Ray Data tasks, one
-    per CPU, read each recording once, resample, normalise, run the torch log-mel front end and write Parquet), then
-    ``load_cache(with_features=True)`` and padded batches of 32 (``pad_features``);
-(c) cached pass: ``cache_dataset`` hit + ``load_cache(with_features=True, with_waveforms=False)`` + the same
-    padded batches: what an epoch on fixed features consumes.
+(a) seed loader: ``benchmarks.brief.BriefSnippets`` (librosa read at 22,050 Hz, peak normalisation, 3-s window,
+    librosa log-mel), one item at a time in a torch DataLoader with 2 workers;
+(b) first pass: ``cache_dataset`` into an empty temporary cache (Ray Data tasks, one per CPU, read each recording
+    once, resample, normalise and write Parquet), then ``load_cache`` and the torch log-mel front end on
+    length-sorted padded batches of 32 (``inference.pad_batch``);
+(c) cached pass: ``cache_dataset`` hit + ``load_cache`` + the same front-end batches: what every later run and
+    every epoch consumes (training computes features per batch on its device, after waveform augmentation).
 
-Ray start-up is excluded from (b) and (c): ``ray.init`` (``ray_init_s``) and a no-op Ray Data job on every CPU that
+Ray start-up is excluded from (b) and (c): ``init_ray`` (``ray_init_s``) and a no-op Ray Data job on every CPU that
 starts Ray Data's helper actors and imports the pipeline modules (torch, torchaudio) in the worker processes
 (``ray_warmup_s``). ``first_pass_incl_warmup_*`` adds the warm-up back: the first pass on cold workers. Neither
-touches audio or a cache. The JSON also gives the cached pass that reads the waveforms too
-(``cached_with_waveforms_ratio``).
+touches audio or a cache.
 
 Items are metadata rows (note events) per second of wall time.
 """
@@ -30,65 +30,37 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
+from guitar_cls.benchmarks.brief import BriefSnippets
 from guitar_cls.config import DataConfig, FeatureConfig
-from guitar_cls.data.pipeline import cache_dataset, load_cache, pad_features
+from guitar_cls.data.pipeline import cache_dataset, init_ray, load_cache
 from guitar_cls.data.schema import read_metadata
+from guitar_cls.features import make_frontend
+from guitar_cls.inference import Waves, length_sorted_batches, pad_batch
 
 log = logging.getLogger(__name__)
 
 
-class SeedLoaderDataset(torch.utils.data.Dataset):
-    """The brief's per-item loader: one librosa read + resample + mel spectrogram per event."""
-
-    def __init__(
-        self, paths: list[str], onsets: np.ndarray, durations: np.ndarray, data_cfg: DataConfig, feat_cfg: FeatureConfig
-    ) -> None:
-        self.paths, self.onsets, self.durations = paths, onsets, durations
-        self.data_cfg, self.feat_cfg = data_cfg, feat_cfg
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        import librosa
-
-        d, f = self.data_cfg, self.feat_cfg
-        duration = min(float(self.durations[i]), d.max_duration)
-        y, sr = librosa.load(self.paths[i], sr=d.sample_rate, offset=float(self.onsets[i]), duration=duration)
-        y = y / max(float(np.abs(y).max()), 1e-9)
-        min_n = int(round(d.min_duration * sr))
-        if y.size < min_n:
-            y = np.pad(y, (0, min_n - y.size))
-        mel = librosa.feature.melspectrogram(
-            y=y, sr=sr, n_fft=f.n_fft, hop_length=f.hop_length, n_mels=f.n_mels, fmin=f.f_min, fmax=f.f_max
-        )
-        return librosa.power_to_db(mel, ref=np.max, top_db=f.top_db)
-
-
-def run_seed_loader(df, audio_root: Path, data_cfg: DataConfig, feat_cfg: FeatureConfig, workers: int = 2) -> int:
-    """Returns the number of feature maps produced by the per-item DataLoader."""
-    ds = SeedLoaderDataset(
-        [str(audio_root / p) for p in df["source_audio"].astype(str)],
-        df["onset_sec"].to_numpy(float),
-        (df["offset_sec"] - df["onset_sec"]).to_numpy(float),
-        data_cfg,
-        feat_cfg,
-    )
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=lambda x: x)
+def run_seed_loader(df: pd.DataFrame, audio_root: Path, workers: int = 2) -> int:
+    """Returns the number of feature maps produced by the brief's per-item DataLoader."""
+    rows = [
+        (str(audio_root / p), float(a), float(b) - float(a), 0)
+        for p, a, b in zip(df["source_audio"].astype(str), df["onset_sec"], df["offset_sec"])
+    ]
+    loader = torch.utils.data.DataLoader(BriefSnippets(rows), batch_size=None, num_workers=workers)
     return sum(1 for _ in loader)
 
 
-def feature_batches(path: Path, batch_size: int, with_waveforms: bool = False) -> int:
-    """Returns the number of windows read from a feature cache and padded into length-sorted batches."""
-    cache = load_cache(path, with_features=True, with_waveforms=with_waveforms)
-    feats = cache["features"].to_numpy()
-    n_frames = 0
-    order = np.argsort(cache["n_frames"].to_numpy(), kind="stable")  # length-bucketed, as training batches
-    for start in range(0, len(order), batch_size):
-        batch, frame_lengths = pad_features(list(feats[order[start : start + batch_size]]))  # (B, C, F, T), (B,)
-        n_frames += int(frame_lengths.sum())
+@torch.inference_mode()
+def feature_batches(path: Path, feat_cfg: FeatureConfig, sample_rate: int, batch_size: int) -> int:
+    """Returns the number of windows read from a waveform cache and featurized in length-sorted padded batches."""
+    cache = load_cache(path)
+    data = Waves(list(cache["waveform"]), cache["length"].to_numpy())
+    frontend = make_frontend(feat_cfg, sample_rate).eval()
+    for idx in length_sorted_batches(data.lengths, batch_size):
+        frontend(*pad_batch(data, idx, torch.device("cpu")))  # (B, C, F, T), (B,)
     return len(cache)
 
 
@@ -97,14 +69,13 @@ def import_featurization(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     import torchaudio.functional  # noqa: F401
 
     import guitar_cls.data.pipeline  # noqa: F401
-    import guitar_cls.features  # noqa: F401
 
     return batch
 
 
 def warm_up_ray(n_cpus: int) -> None:
     """Runs a no-op Ray Data job of ``n_cpus`` one-CPU tasks: Ray Data's helper actors start and every worker process
-    imports the featurization modules."""
+    imports the pipeline modules."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
@@ -137,12 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     n = len(df)
 
     t0 = time.perf_counter()
-    run_seed_loader(df, audio_root, DataConfig(), feat_cfg, args.seed_workers)
+    run_seed_loader(df, audio_root, args.seed_workers)
     seed_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    if not ray.is_initialized():
-        ray.init(log_to_driver=False, configure_logging=False)
+    init_ray()
     ray_init_s = time.perf_counter() - t0
     ray_cpus = int(ray.cluster_resources().get("CPU", 1))
     t0 = time.perf_counter()
@@ -152,21 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="featurize-bench-") as cache_dir:
         data_cfg = DataConfig(cache_dir=cache_dir)
         t0 = time.perf_counter()
-        res = cache_dataset(df, audio_root, data_cfg, features_cfg=feat_cfg, progress=False)
+        res = cache_dataset(df, audio_root, data_cfg, progress=False)
         build_s = time.perf_counter() - t0
-        feature_batches(res.path, args.batch_size)
+        feature_batches(res.path, feat_cfg, data_cfg.sample_rate, args.batch_size)
         first_s = time.perf_counter() - t0
         assert not res.hit
 
         t0 = time.perf_counter()
-        hit = cache_dataset(df, audio_root, data_cfg, features_cfg=feat_cfg, progress=False)
-        n_windows = feature_batches(hit.path, args.batch_size)
+        hit = cache_dataset(df, audio_root, data_cfg, progress=False)
+        n_windows = feature_batches(hit.path, feat_cfg, data_cfg.sample_rate, args.batch_size)
         cached_s = time.perf_counter() - t0
         assert hit.hit
-
-        t0 = time.perf_counter()
-        feature_batches(hit.path, args.batch_size, with_waveforms=True)
-        cached_waves_s = time.perf_counter() - t0
 
     seed_rate, first_rate, cached_rate = n / seed_s, n / first_s, n / cached_s
     print(
@@ -188,9 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                 "cached_s": round(cached_s, 3),
                 "first_pass_incl_warmup_items_per_s": round(n / (warmup_s + first_s), 2),
                 "first_pass_incl_warmup_ratio": round(n / (warmup_s + first_s) / seed_rate, 2),
-                "cached_with_waveforms_ratio": round(n / cached_waves_s / seed_rate, 2),
                 "batch_size": args.batch_size,
-                "ray_startup_excluded": "ray.init + no-op Ray Data warm-up job (worker imports)",
+                "ray_startup_excluded": "init_ray + no-op Ray Data warm-up job (worker imports)",
                 "ray_init_s": round(ray_init_s, 3),
                 "ray_warmup_s": round(warmup_s, 3),
                 "ray_cpus": ray_cpus,

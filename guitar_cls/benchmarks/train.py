@@ -21,11 +21,11 @@ import json
 import time
 from pathlib import Path
 
-import librosa
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from guitar_cls.benchmarks.brief import BriefSnippets
 from guitar_cls.config import Config, ModelConfig, load_config
 from guitar_cls.data.pipeline import cache_dataset
 from guitar_cls.data.schema import LABEL_TO_INDEX, read_metadata
@@ -33,26 +33,6 @@ from guitar_cls.data.source import data_overrides, resolve_data
 from guitar_cls.models import build_model
 from guitar_cls.train.loop import bucket_batches, build_parts, resolve_precision, train_one_epoch
 from guitar_cls.train.ray_train import split_sets
-
-
-class BriefSnippets(Dataset):
-    """The brief's per-item dataset: audio read and log-mel computed in every ``__getitem__``."""
-
-    def __init__(self, rows: list[tuple[str, float, float, int]], sr: int = 22050, max_s: float = 3.0) -> None:
-        self.rows, self.sr, self.n = rows, sr, int(sr * max_s)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        path, onset, duration, label = self.rows[i]
-        y, _ = librosa.load(path, sr=self.sr, offset=onset, duration=min(duration, self.n / self.sr))
-        y = y / max(float(np.abs(y).max()), 1e-8)
-        y = np.pad(y, (0, max(0, self.n - len(y))))[: self.n]
-        mel = librosa.feature.melspectrogram(
-            y=y, sr=self.sr, n_fft=2048, hop_length=128, n_mels=128, fmin=80, fmax=8000
-        )
-        return torch.from_numpy(librosa.power_to_db(mel, ref=np.max)).float()[None], label
 
 
 def _epoch_baseline(model: torch.nn.Module, loader: DataLoader) -> float:

@@ -6,16 +6,11 @@ Arrow tables with the waveform as ``large_list<float32>``; bad audio becomes qua
 task. The cache lives in ``<cache_dir>/<key>/``:
 
     data/*.parquet     row, window, label, source_audio, waveform, length (one row per window, good rows only)
-                       [+ n_frames, features when built with a FeatureConfig]
     quarantine.csv     row, file, reason
     manifest.json      key, settings, counts; written last: a directory without it is rebuilt
 
-Where a trial's features are fixed, ``cache_dataset(..., features_cfg=...)`` also stores each window's spectrogram
-from the same torch front end training uses (``make_frontend``, run in the Ray task on one CPU thread): the valid
-frames ``(C, F, n_frames)`` as float16 bytes (values lie in [0, 1]: the error is at most 2.5e-4). Such a cache has
-its own key (waveform settings + feature settings); the waveform-only key does not depend on the feature settings.
-``load_cache(..., with_features=True)`` returns views into one buffer and ``pad_features`` makes the padded batch
-``FeatureFrontend`` would have returned.
+Features are not cached: the training device computes them per batch (waveform augmentations come first), and the
+validation features are kept between epochs in memory (``inference.predict_proba``'s ``feature_cache``).
 
 It is built in a temporary sibling directory ``.tmp-<key>-<id>`` and renamed into place, so a crash never leaves a
 half cache. One build per key at a time: builders hold ``<key>.lock`` (a file lock) and look for a finished cache
@@ -31,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import functools
 import hashlib
 import json
 import logging
@@ -52,7 +46,7 @@ import pyarrow.parquet as pq
 import torch
 from filelock import FileLock, Timeout
 
-from guitar_cls.config import DataConfig, FeatureConfig
+from guitar_cls.config import DataConfig
 from guitar_cls.data.audio import AudioError, prepare_waveform, read_segments, read_span
 from guitar_cls.data.schema import LABEL_TO_INDEX
 
@@ -61,8 +55,6 @@ log = logging.getLogger(__name__)
 # Bump when the preprocessing code changes what it produces: every cache key changes with it.
 PIPELINE_VERSION = 1
 CACHE_COLUMNS: tuple[str, ...] = ("row", "window", "label", "source_audio", "waveform", "length")
-FEATURE_COLUMNS: tuple[str, ...] = ("n_frames", "features")
-FEATURE_DTYPE = np.dtype(np.float16)  # cached spectrograms; values in [0, 1], so the rounding error is <= 2.5e-4
 QUARANTINE_COLUMNS: tuple[str, ...] = ("row", "file", "reason")
 STALE_TMP_SECONDS = 3600.0  # an unlocked build folder older than this is a crash leftover
 
@@ -76,8 +68,6 @@ _SCHEMA = pa.schema(
         ("length", pa.int64()),
     ]
 )
-# raw bytes: Parquet reads and writes a binary column ~20x faster than a list of float16 values
-_FEATURE_SCHEMA = _SCHEMA.append(pa.field("n_frames", pa.int32())).append(pa.field("features", pa.large_binary()))
 
 
 @dataclass(frozen=True)
@@ -112,62 +102,21 @@ def preprocessing_settings(data_cfg: DataConfig) -> dict[str, Any]:
     }
 
 
-def feature_settings(features_cfg: FeatureConfig) -> dict[str, Any]:
-    """Returns every setting that changes cached spectrograms: the whole FeatureConfig and the stored dtype."""
-    return {"config": dataclasses.asdict(features_cfg), "dtype": FEATURE_DTYPE.name}
-
-
-def cache_key(
-    df: pd.DataFrame, audio_root: str | Path, data_cfg: DataConfig, features_cfg: FeatureConfig | None = None
-) -> str:
-    """Returns the sha256 of the metadata fingerprint, the resolved audio root and the preprocessing settings, plus
-    the feature settings when spectrograms are cached (``features_cfg`` None gives the waveform-only key)."""
+def cache_key(df: pd.DataFrame, audio_root: str | Path, data_cfg: DataConfig) -> str:
+    """Returns the sha256 of the metadata fingerprint, the resolved audio root and the preprocessing settings."""
     payload: dict[str, Any] = {
         "metadata": metadata_fingerprint(df),
         "audio_root": str(Path(audio_root).resolve()),
         "settings": preprocessing_settings(data_cfg),
     }
-    if features_cfg is not None:
-        payload["features"] = feature_settings(features_cfg)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-@functools.lru_cache(maxsize=4)
-def _frontend(settings_json: str, sample_rate: int) -> torch.nn.Module:
-    """Returns the eval-mode front end of a JSON FeatureConfig, built once per worker process."""
-    from guitar_cls.features import make_frontend  # the one runtime use of a higher layer: the same front end
-
-    return make_frontend(FeatureConfig(**json.loads(settings_json)), sample_rate).eval()
-
-
-def _window_features(frontend: torch.nn.Module, windows: list[np.ndarray]) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """Returns (n_frames per window, byte offsets ``(W + 1,)``, the valid frames ``(C, F, n_frames)`` of every
-    window as one flat FEATURE_DTYPE buffer).
-
-    One window at a time: on one thread a lone snippet stays in cache and is ~5x faster than padded batches, and
-    the front end gives the same valid frames alone or in a batch.
-    """
-    n_frames: list[int] = []
-    parts: list[np.ndarray] = []
-    with torch.inference_mode():
-        for w in windows:
-            feats, frames = frontend(torch.from_numpy(w)[None], torch.tensor([w.size]))  # (1, C, F, T), (1,)
-            t = int(frames[0])
-            n_frames.append(t)
-            parts.append(feats[0, :, :, :t].numpy().astype(FEATURE_DTYPE).ravel())
-    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
-    np.cumsum([p.nbytes for p in parts], out=offsets[1:])
-    return n_frames, offsets, np.concatenate(parts) if parts else np.zeros(0, FEATURE_DTYPE)
-
-
-def featurize_recordings(
-    batch: pd.DataFrame, data_cfg: DataConfig, quarantine_dir: str, features_cfg: FeatureConfig | None = None
-) -> pa.Table:
+def featurize_recordings(batch: pd.DataFrame, data_cfg: DataConfig, quarantine_dir: str) -> pa.Table:
     """Returns one Arrow row per window for a batch of recordings; bad events go to a CSV in ``quarantine_dir``.
 
     Each input row is one recording: ``path``, ``source_audio`` and the lists ``rows``, ``onsets``, ``offsets``,
     ``labels`` of its events. Nothing here raises for bad audio: one bad file or event never loses the others.
-    With ``features_cfg`` the rows also hold ``n_frames`` and ``features`` (see ``_window_features``).
     """
     cols: dict[str, list[Any]] = {"row": [], "window": [], "label": [], "source_audio": [], "length": []}
     waves: list[np.ndarray] = []
@@ -198,9 +147,6 @@ def featurize_recordings(
                     for name, value in zip(cols, (row, i, label, rec.source_audio, n)):
                         cols[name].append(value)
                     waves.append(w[:n])
-        if features_cfg is not None:
-            frontend = _frontend(json.dumps(dataclasses.asdict(features_cfg), sort_keys=True), data_cfg.sample_rate)
-            n_frames, feat_offsets, feat_values = _window_features(frontend, waves)
     finally:
         torch.set_num_threads(threads)
     if bad:
@@ -211,13 +157,7 @@ def featurize_recordings(
     values = np.concatenate(waves) if waves else np.zeros(0, np.float32)
     arrays = {name: pa.array(cols[name], type=_SCHEMA.field(name).type) for name in cols}
     arrays["waveform"] = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, type=pa.float32()))
-    if features_cfg is None:
-        return pa.table({name: arrays[name] for name in _SCHEMA.names}, schema=_SCHEMA)
-    arrays["n_frames"] = pa.array(n_frames, type=pa.int32())
-    arrays["features"] = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), len(n_frames), [None, pa.py_buffer(feat_offsets), pa.py_buffer(feat_values)]
-    )
-    return pa.table({name: arrays[name] for name in _FEATURE_SCHEMA.names}, schema=_FEATURE_SCHEMA)
+    return pa.table({name: arrays[name] for name in _SCHEMA.names}, schema=_SCHEMA)
 
 
 def _work_items(df: pd.DataFrame, audio_root: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -255,17 +195,18 @@ def _work_items(df: pd.DataFrame, audio_root: Path) -> tuple[list[dict[str, Any]
     return items, bad
 
 
-def _ensure_ray() -> None:
+def init_ray() -> None:
+    """Starts Ray once per process, the one way every caller does: joins the cluster named by ``RAY_ADDRESS``, or
+    starts a local Ray with the dashboard (the ASHA clean-up of a sweep needs it); nothing when Ray already runs."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init()
-
-
-def _cluster_cpus() -> int:
-    import ray
-
-    return max(1, int(ray.available_resources().get("CPU", 1)))
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # read by Ray Train in the driver and the workers it starts
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=True)
+    else:
+        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
 
 
 def _raise_if_strict(data_cfg: DataConfig, quarantine: pd.DataFrame) -> None:
@@ -317,23 +258,23 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
     return manifest
 
 
-def _cache_hit(final: Path, key: str, data_cfg: DataConfig, kind: str) -> CacheResult | None:
+def _cache_hit(final: Path, key: str, data_cfg: DataConfig) -> CacheResult | None:
     """Returns the finished cache at ``final`` (raising for quarantined rows in strict mode), or None on a miss."""
     manifest = _read_manifest(final)
     if manifest is None:
         if (final / "manifest.json").exists():
-            log.warning("%s cache %s has a corrupt manifest: rebuilding it", kind, final)
+            log.warning("waveform cache %s has a corrupt manifest: rebuilding it", final)
         return None
     damage = _damage(final, manifest)
     if damage:
-        log.warning("%s cache %s is damaged (%s): rebuilding it", kind, final, damage)
+        log.warning("waveform cache %s is damaged (%s): rebuilding it", final, damage)
         return None
     try:
         quarantine = read_quarantine(final)
     except (OSError, ValueError, KeyError) as e:
-        log.warning("%s cache %s has an unreadable quarantine table (%s): rebuilding it", kind, final, e)
+        log.warning("waveform cache %s has an unreadable quarantine table (%s): rebuilding it", final, e)
         return None
-    log.info("%s cache hit %s (%d windows, %d quarantined)", kind, final, manifest["n_windows"], len(quarantine))
+    log.info("waveform cache hit %s (%d windows, %d quarantined)", final, manifest["n_windows"], len(quarantine))
     _raise_if_strict(data_cfg, quarantine)
     return CacheResult(final, key, True, int(manifest["n_windows"]), quarantine)
 
@@ -438,26 +379,19 @@ def _publish(tmp: Path, final: Path) -> None:
 
 
 def cache_dataset(
-    df: pd.DataFrame,
-    audio_root: str | Path,
-    data_cfg: DataConfig,
-    *,
-    features_cfg: FeatureConfig | None = None,
-    progress: bool = True,
+    df: pd.DataFrame, audio_root: str | Path, data_cfg: DataConfig, *, progress: bool = True
 ) -> CacheResult:
     """Returns the waveform cache of ``df`` under ``data_cfg.cache_dir/<key>/``, building it with Ray Data on a miss.
 
     A hit (a valid ``manifest.json``) reads only the manifest and quarantine table: no audio and no Ray work. Bad
-    events go to ``quarantine.csv``; with ``data_cfg.strict`` any of them raises AudioError naming the rows. With
-    ``features_cfg`` the cache (a separate key) also holds every window's spectrogram from that front end. A build
+    events go to ``quarantine.csv``; with ``data_cfg.strict`` any of them raises AudioError naming the rows. A build
     holds the key's file lock: a concurrent call for the same key waits and then returns the finished cache.
     """
     audio_root = Path(audio_root).resolve()
-    key = cache_key(df, audio_root, data_cfg, features_cfg)
-    kind = "waveform" if features_cfg is None else f"waveform+{features_cfg.name}"
+    key = cache_key(df, audio_root, data_cfg)
     cache_root = Path(data_cfg.cache_dir).resolve()
     final = cache_root / key
-    hit = _cache_hit(final, key, data_cfg, kind)
+    hit = _cache_hit(final, key, data_cfg)
     if hit is not None:
         return hit
     cache_root.mkdir(parents=True, exist_ok=True)
@@ -465,32 +399,28 @@ def cache_dataset(
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        log.info("%s cache %s is being built by another process: waiting for it", kind, final)
+        log.info("waveform cache %s is being built by another process: waiting for it", final)
         lock.acquire()
     try:
-        hit = _cache_hit(final, key, data_cfg, kind)  # the other process may have finished it while we waited
+        hit = _cache_hit(final, key, data_cfg)  # the other process may have finished it while we waited
         if hit is not None:
             return hit
         _remove_stale_builds(cache_root, key)
-        return _build_cache(df, audio_root, data_cfg, features_cfg, key, final, kind, progress)
+        return _build_cache(df, audio_root, data_cfg, final, progress)
     finally:
         lock.release()
 
 
 def _featurize_to_parquet(
-    items: list[dict[str, Any]],
-    out_dir: Path,
-    quarantine_dir: Path,
-    data_cfg: DataConfig,
-    features_cfg: FeatureConfig | None,
-    progress: bool,
+    items: list[dict[str, Any]], out_dir: Path, quarantine_dir: Path, data_cfg: DataConfig, progress: bool
 ) -> None:
     """Writes the windows of every work item as Parquet parts into ``out_dir`` (Ray Data tasks); bad events go to
     CSV parts in ``quarantine_dir``."""
+    import ray
     import ray.data
 
-    _ensure_ray()
-    n_cpus = _cluster_cpus()
+    init_ray()
+    n_cpus = max(1, int(ray.available_resources().get("CPU", 1)))
     n_blocks = max(1, min(len(items), max(4 * n_cpus, len(items) // 4)))
     log.info("featurizing %d recordings in %d blocks, up to %d tasks", len(items), n_blocks, n_cpus)
     ctx = ray.data.DataContext.get_current()
@@ -505,69 +435,73 @@ def _featurize_to_parquet(
             featurize_recordings,
             batch_size=None,
             batch_format="pandas",
-            fn_kwargs={"data_cfg": data_cfg, "quarantine_dir": str(quarantine_dir), "features_cfg": features_cfg},
+            fn_kwargs={"data_cfg": data_cfg, "quarantine_dir": str(quarantine_dir)},
             num_cpus=1,
         ).write_parquet(str(out_dir), use_dictionary=["source_audio"])  # no dictionary for samples
     finally:
         ctx.enable_progress_bars = old_bars
 
 
-def _build_cache(
-    df: pd.DataFrame,
-    audio_root: Path,
-    data_cfg: DataConfig,
-    features_cfg: FeatureConfig | None,
-    key: str,
-    final: Path,
-    kind: str,
-    progress: bool,
-) -> CacheResult:
-    """Builds the cache of ``key`` in a temporary sibling of ``final`` and renames it into place (key lock held)."""
+def _write_parts(items: list[dict[str, Any]], tmp: Path, data_cfg: DataConfig, progress: bool) -> tuple[int, Path]:
+    """Returns (windows written, the folder of the quarantine CSV parts) after writing the Parquet parts of
+    ``items`` into ``tmp/data`` (an empty part when there are none) and syncing them to disk."""
+    parts = tmp / "quarantine_parts"
+    parts.mkdir()
+    data_dir = tmp / "data"
+    if items:
+        _featurize_to_parquet(items, data_dir, parts, data_cfg, progress)
+    data_dir.mkdir(exist_ok=True)
+    if not any(data_dir.glob("*.parquet")):
+        pq.write_table(_SCHEMA.empty_table(), data_dir / "empty.parquet")
+    for part in data_dir.iterdir():  # on disk before the manifest says the build is finished
+        with open(part, "rb") as f:
+            os.fsync(f.fileno())
+    return pq.read_table(data_dir, columns=["row"]).num_rows, parts
+
+
+def _gather_quarantine(pre_bad: list[dict[str, Any]], parts: Path) -> pd.DataFrame:
+    """Returns the quarantine table (sorted by row): events rejected before reading plus the tasks' CSV parts,
+    which are then removed."""
+    found = [pd.read_csv(f, dtype={"file": str, "reason": str}, keep_default_na=False) for f in parts.glob("*.csv")]
+    quarantine = pd.concat([pd.DataFrame(pre_bad, columns=list(QUARANTINE_COLUMNS)), *found], ignore_index=True)
+    quarantine = quarantine.drop_duplicates("row")  # a retried task may have written its part twice
+    shutil.rmtree(parts)
+    return quarantine.sort_values("row", kind="stable").reset_index(drop=True)
+
+
+def _manifest(
+    df: pd.DataFrame, audio_root: Path, data_cfg: DataConfig, key: str, data_dir: Path, n_windows: int, n_bad: int
+) -> dict[str, Any]:
+    """Returns the manifest of a finished build: key, settings, inputs, counts and each Parquet part's size."""
+    return {
+        "key": key,
+        "settings": preprocessing_settings(data_cfg),
+        "metadata_fingerprint": metadata_fingerprint(df),
+        "audio_root": str(audio_root),
+        "n_events": len(df),
+        "n_windows": int(n_windows),
+        "parts": {f.name: f.stat().st_size for f in sorted(data_dir.glob("*.parquet"))},
+        "n_quarantined": n_bad,
+        "data_config": dataclasses.asdict(data_cfg),
+    }
+
+
+def _build_cache(df: pd.DataFrame, audio_root: Path, data_cfg: DataConfig, final: Path, progress: bool) -> CacheResult:
+    """Builds the cache ``final`` in a temporary sibling and renames it into place (the key's lock is held)."""
     t0 = time.perf_counter()
+    key = final.name
     items, pre_bad = _work_items(df, audio_root)
-    log.info("%s cache miss: %d events in %d recordings -> %s", kind, len(df), len(items), final)
+    log.info("waveform cache miss: %d events in %d recordings -> %s", len(df), len(items), final)
     tmp = final.with_name(f".tmp-{key}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
-        parts = tmp / "quarantine_parts"
-        parts.mkdir()
-        data_dir = tmp / "data"
-        if items:
-            _featurize_to_parquet(items, data_dir, parts, data_cfg, features_cfg, progress)
-        data_dir.mkdir(exist_ok=True)
-        if not any(data_dir.glob("*.parquet")):
-            schema = _SCHEMA if features_cfg is None else _FEATURE_SCHEMA
-            pq.write_table(schema.empty_table(), data_dir / "empty.parquet")
-        n_windows = pq.read_table(data_dir, columns=["row"]).num_rows
-        for part in data_dir.iterdir():  # on disk before the manifest says the build is finished
-            with open(part, "rb") as f:
-                os.fsync(f.fileno())
-        found = [pd.read_csv(f, dtype={"file": str, "reason": str}, keep_default_na=False) for f in parts.glob("*.csv")]
-        quarantine = pd.concat([pd.DataFrame(pre_bad, columns=list(QUARANTINE_COLUMNS)), *found], ignore_index=True)
-        quarantine = quarantine.drop_duplicates("row")  # a retried task may have written its part twice
-        shutil.rmtree(parts)
-        quarantine = quarantine.sort_values("row", kind="stable").reset_index(drop=True)
+        n_windows, parts = _write_parts(items, tmp, data_cfg, progress)
+        quarantine = _gather_quarantine(pre_bad, parts)
         _log_quarantine(quarantine)
         _raise_if_strict(data_cfg, quarantine)
         _write_atomic(tmp / "quarantine.csv", quarantine.to_csv(index=False))
-        manifest = {
-            "key": key,
-            "settings": preprocessing_settings(data_cfg),
-            "metadata_fingerprint": metadata_fingerprint(df),
-            "audio_root": str(audio_root),
-            "n_events": len(df),
-            "n_windows": int(n_windows),
-            "parts": {f.name: f.stat().st_size for f in sorted(data_dir.glob("*.parquet"))},
-            "n_quarantined": len(quarantine),
-            "build_seconds": round(time.perf_counter() - t0, 3),
-            "data_config": dataclasses.asdict(data_cfg),
-        }
-        if features_cfg is not None:
-            frontend = _frontend(json.dumps(dataclasses.asdict(features_cfg), sort_keys=True), data_cfg.sample_rate)
-            manifest["features"] = {
-                **feature_settings(features_cfg),
-                "shape": [int(frontend.in_channels), int(frontend.n_bins)],  # (C, F) of every window's (C, F, T)
-            }
+        manifest = _manifest(df, audio_root, data_cfg, key, tmp / "data", n_windows, len(quarantine))
+        manifest["build_seconds"] = round(time.perf_counter() - t0, 3)
         _write_atomic(tmp / "manifest.json", json.dumps(manifest, indent=2))  # last: it marks the build finished
         _publish(tmp, final)
     except Exception as e:
@@ -576,14 +510,13 @@ def _build_cache(
             raise
         raise CacheWriteError(
             cause.errno or errno.ENOSPC,
-            f"no space to build the {kind} cache in {final.parent} ({cause}): free space there or set data.cache_dir "
+            f"no space to build the waveform cache in {final.parent} ({cause}): free space there or set data.cache_dir "
             "to a larger folder; the partial build was removed",
         ) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info(
-        "%s cache built in %.1fs: %d windows, %d quarantined",
-        kind,
+        "waveform cache built in %.1fs: %d windows, %d quarantined",
         time.perf_counter() - t0,
         n_windows,
         len(quarantine),
@@ -591,30 +524,14 @@ def _build_cache(
     return CacheResult(final, key, False, int(n_windows), quarantine)
 
 
-def load_cache(
-    path: str | Path, rows: Sequence[int] | None = None, *, with_features: bool = False, with_waveforms: bool = True
-) -> pd.DataFrame:
+def load_cache(path: str | Path, rows: Sequence[int] | None = None, *, with_waveforms: bool = True) -> pd.DataFrame:
     """Returns the cached windows sorted by (row, window): columns row, window, label, source_audio, waveform
-    (float32 1-D, unpadded, ``length`` samples, views into one buffer) and length. ``rows`` keeps only those rows.
-
-    ``with_features`` adds ``n_frames`` and ``features`` (float16 ``(C, F, n_frames)``, the valid frames only, views
-    into one buffer; batch them with ``pad_features``) and raises ValueError naming ``path`` when the cache holds
-    none. ``with_waveforms=False`` leaves out the ``waveform`` column (and does not read it).
-    """
+    (float32 1-D, unpadded, ``length`` samples, views into one buffer) and length. ``rows`` keeps only those rows;
+    ``with_waveforms=False`` leaves out the ``waveform`` column (and does not read it)."""
     path = Path(path)
     if not (path / "manifest.json").is_file():
         raise FileNotFoundError(f"no waveform cache at {path} (manifest.json missing)")
-    shape = None
-    if with_features:
-        manifest = json.loads((path / "manifest.json").read_text())
-        if "features" not in manifest:
-            raise ValueError(
-                f"the cache at {path} holds waveforms only (built without features_cfg): "
-                "build it with cache_dataset(..., features_cfg=...) to cache spectrograms"
-            )
-        shape = tuple(manifest["features"]["shape"])  # (C, F)
-    columns = [c for c in CACHE_COLUMNS if with_waveforms or c != "waveform"]
-    table = pq.read_table(path / "data", columns=columns + (list(FEATURE_COLUMNS) if with_features else []))
+    table = pq.read_table(path / "data", columns=[c for c in CACHE_COLUMNS if with_waveforms or c != "waveform"])
     row = table["row"].to_numpy()
     window = table["window"].to_numpy()
     order = np.lexsort((window, row))  # sort indices, not the table: taking list columns in Arrow is slow
@@ -632,41 +549,14 @@ def load_cache(
         values = wf.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]].copy()  # one writable buffer
         out["waveform"] = _views(values, offsets[:-1] - offsets[0], order)
     out["length"] = table["length"].to_numpy()[order].astype(np.int64)
-    if with_features:
-        n_frames = table["n_frames"].to_numpy().astype(np.int64)
-        feats = table["features"].combine_chunks()
-        _, offset_buf, data_buf = feats.buffers()
-        offsets = np.frombuffer(offset_buf, dtype=np.int64)[feats.offset : feats.offset + len(feats) + 1]
-        raw = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0] : offsets[-1]]
-        values = raw.view(FEATURE_DTYPE).copy()  # one writable buffer
-        starts = (offsets[:-1] - offsets[0]) // FEATURE_DTYPE.itemsize
-        out["n_frames"] = n_frames[order]
-        out["features"] = _views(values, starts, order, [(*shape, int(t)) for t in n_frames[order]])
     return pd.DataFrame(out)
 
 
-def _views(
-    values: np.ndarray, starts: np.ndarray, order: np.ndarray, shapes: list[tuple[int, ...]] | None = None
-) -> np.ndarray:
-    """Returns an object array of views ``values[starts[i]:...]`` for ``i in order`` (1-D up to the next start, or
-    reshaped to ``shapes[k]``); rows are stored back to back, so row ``i`` ends where ``i + 1`` starts."""
+def _views(values: np.ndarray, starts: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Returns an object array of views ``values[starts[i]:...]`` for ``i in order``, each up to the next start (rows
+    are stored back to back, so row ``i`` ends where ``i + 1`` starts)."""
     ends = np.append(starts[1:], values.size)
     out = np.empty(len(order), dtype=object)
     for k, (a, b) in enumerate(zip(starts[order].tolist(), ends[order].tolist())):
-        out[k] = values[a:b] if shapes is None else values[a:b].reshape(shapes[k])
+        out[k] = values[a:b]
     return out
-
-
-def pad_features(features: Sequence[np.ndarray], min_frames: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (``(B, C, F, T)`` float32 batch zero-padded at the end of time to the longest item or
-    ``min_frames``, frame lengths ``(B,)``) from cached ``(C, F, n_frames)`` features.
-
-    This is what ``FeatureFrontend(wave, lengths)`` returns for the same windows padded to the longest one
-    (``pad_windows(waves)``): the same valid frames and exact zeros past each item's frame length.
-    """
-    frame_lengths = torch.tensor([f.shape[-1] for f in features], dtype=torch.long)
-    c, f = features[0].shape[:2] if len(features) else (1, 1)
-    out = torch.zeros(len(features), c, f, max(int(frame_lengths.max()) if len(features) else 0, min_frames))
-    for i, x in enumerate(features):
-        out[i, :, :, : x.shape[-1]] = torch.from_numpy(x)  # float16 -> float32 in the copy
-    return out, frame_lengths

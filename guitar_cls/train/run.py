@@ -1,4 +1,5 @@
-"""Driver side of a training run: resolve data, split, featurize once, start Ray, train, test.
+"""Driver side of a training run: resolve data, split, featurize once, start Ray (``pipeline.init_ray``), train,
+test.
 
 Used by ``jobs/train.py`` and (for the data part) by the sweep driver.
 """
@@ -19,12 +20,13 @@ import pandas as pd
 import ray
 
 from guitar_cls.config import Config
-from guitar_cls.data.pipeline import CacheResult, cache_dataset, metadata_fingerprint
+from guitar_cls.data.pipeline import CacheResult, cache_dataset, init_ray, metadata_fingerprint
 from guitar_cls.data.schema import MetadataError, write_metadata
 from guitar_cls.data.source import DEMO, DataTable, TableProblem, load_tables, resolve_tables
 from guitar_cls.data.splits import make_splits, save_splits
+from guitar_cls.inference import predict_proba
 from guitar_cls.train.checkpoint import BEST, SPLITS_FILE, load_model
-from guitar_cls.train.loop import METRIC, SnippetSet, predict_proba
+from guitar_cls.train.loop import METRIC, SnippetSet, best_key
 from guitar_cls.train.metrics import classification_metrics
 from guitar_cls.train.ray_train import make_trainer, split_sets
 
@@ -151,17 +153,6 @@ def _write_atomically(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def init_ray() -> None:
-    """Joins the cluster named by RAY_ADDRESS, or starts a local Ray with the dashboard (ASHA clean-up needs it)."""
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-    else:
-        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
-
-
 def test_metrics(checkpoint: Path, data: SnippetSet) -> dict[str, Any]:
     """Returns the metrics of the checkpoint's model on ``data`` (predicted in this process, on CPU)."""
     model, frontend, cfg = load_model(checkpoint)
@@ -207,7 +198,7 @@ def train(cfg: Config, name: str | None = None, extra_loop_config: dict[str, Any
         "epochs_run": int(result.metrics.get("epoch", -1)) + 1,
         "epochs_reported": [int(e) for e in result.metrics_dataframe["epoch"]],
         "start_epoch": int(result.metrics.get("start_epoch", 0)),
-        "best_val_balanced_accuracy": float(result.metrics.get("best/" + METRIC, float("nan"))),
+        "best_val_balanced_accuracy": float(result.metrics.get(best_key(METRIC), float("nan"))),
         **data.describe(),
         "test": metrics,
     }
