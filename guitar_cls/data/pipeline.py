@@ -20,6 +20,9 @@ resized, unreadable footer, row count off; ``_damage``), is a miss and only then
 leftovers (``.tmp-*``) are removed by a later build once older than ``STALE_TMP_SECONDS`` and not locked. With a
 shared filesystem ``cache_dir`` must be visible to every node (Ray workers write the Parquet files) and support file
 locks.
+
+Over 500 lines because the build and its crash safety (lock, atomic manifest, damage checks, stale builds) are one
+contract; the safety half could move to its own module if it grows.
 """
 
 from __future__ import annotations
