@@ -20,7 +20,7 @@ from guitar_cls.config import load_config
 from guitar_cls.logs import setup_logging
 from guitar_cls.predict import Classifier
 from guitar_cls.review import review
-from guitar_cls.train.smoke import SMOKE_OVERRIDES
+from guitar_cls.train.smoke import smoke_overrides
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     if args.smoke_test:
         from guitar_cls.data.synth import make_demo_dataset
 
-        cfg = load_config(None, SMOKE_OVERRIDES)
+        cfg = load_config(None, smoke_overrides())
         models = [Classifier.from_config(cfg, seed=0), Classifier.from_config(cfg, seed=1)]
         metadata = make_demo_dataset(tempfile.mkdtemp(prefix="review_smoke_"), n_recordings=6)
     elif not (args.model and metadata):

@@ -51,10 +51,10 @@ def sweep_and_model(tmp_path: Path) -> tuple[Path, Path]:
     from guitar_cls.config import load_config
     from guitar_cls.predict import Classifier
     from guitar_cls.train.checkpoint import make_payload, save_checkpoint
-    from guitar_cls.train.smoke import SMOKE_OVERRIDES
+    from guitar_cls.train.smoke import smoke_overrides
     from guitar_cls.tune.record import SweepRecord, TrialRecord
 
-    cfg = load_config(None, SMOKE_OVERRIDES)
+    cfg = load_config(None, smoke_overrides())
     clf = Classifier.from_config(cfg)
     payload = make_payload(clf.model, cfg, clf.frontend.in_channels, epoch=0, metrics={}, best_metric=0.0)
     checkpoint = save_checkpoint(payload, tmp_path / "model" / "best.pt")
