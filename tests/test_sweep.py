@@ -1,5 +1,5 @@
 """Sweep start-up checks (issue 10.7): a used name needs --resume or a new --name; --resume refuses changed data.
-Both are decided before any Ray or data work."""
+Both are decided before any Ray or data work. Trial run names (issue 14)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from guitar_cls.tune import sweep
 from guitar_cls.tune.record import SWEEP_START
-from guitar_cls.tune.sweep import SweepDataChanged, SweepNameInUse, run_sweep
+from guitar_cls.tune.space import load_space, space_from_dict
+from guitar_cls.tune.sweep import SweepDataChanged, SweepNameInUse, run_sweep, trial_run_name
 
 SMOKE = Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml"
 
@@ -71,3 +72,185 @@ def test_resume_refuses_changed_data_or_splits(tmp_path, tiny_demo, no_work) -> 
         record["splits"] = {"train": 0.5, "val": 0.25, "test": 0.25, "seed": 7, "group_by": "source_audio"}
         (sweep_dir / SWEEP_START).write_text(json.dumps(record))
         run_sweep(SMOKE, overrides=overrides, name="again", resume=True)
+
+
+def test_trial_run_names_show_the_family_and_the_searched_params() -> None:
+    smoke = load_space(SMOKE)  # the family is fixed by the space
+    params = {"training.learning_rate": 0.0021234, "model.params.dropout": 0.2456}
+    name = trial_run_name(smoke, "efficientnet_b0", "a1b2c_00001", params)
+    assert name == "resnet lr=0.0021 dropout=0.25 a1b2c_00001"
+    space = space_from_dict(
+        {
+            "metric": "val/macro_f1",
+            "mode": "max",
+            "search": {"algorithm": "random"},
+            "budget": {"num_samples": 2, "max_epochs": 1},
+            "params": {
+                "model.name": {"choice": ["resnet", "mobilenet_v3_small"]},
+                "model.params.blocks": {"choice": [[1, 1], [2, 2]], "when": {"model.name": ["resnet"]}},
+                "training.batch_size": {"int": [16, 64]},
+            },
+        }
+    )
+    searched = {"model": {"name": "mobilenet_v3_small"}, "training/batch_size": 32}  # Ray nests some keys
+    assert trial_run_name(space, "resnet", "x_00002", searched) == "mobilenet_v3_small bs=32 x_00002"
+    searched = {"model.name": "resnet", "model.params.blocks": "[1, 1]", "training.batch_size": 16}
+    assert trial_run_name(space, "resnet", "x_00003", searched) == "resnet blocks=[1,1] bs=16 x_00003"
+
+
+# ------------------------------------------------------------------------------------------------ after a real sweep
+# Called by the smoke sweeps of test_jobs.py (their run is the expensive part: no sweep of its own here).
+
+
+def check_sweep_is_browsable(output_dir: Path, name: str) -> None:
+    """Asserts what a finished sweep ``name`` under ``output_dir`` shows in MLflow and Optuna (issue 14): a training
+    experiment, datasets on the parent and trial runs, readable trial run names, a signature, an input example and a
+    description on the registered version, and an Optuna study of the sweep's trials with per-epoch values."""
+    import mlflow
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from guitar_cls.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND
+    from guitar_cls.tune.record import PARENT_RUN_FILE, SweepRecord
+
+    sweep_dir = output_dir / "sweeps" / name
+    record = SweepRecord.read(sweep_dir)
+    uri = f"sqlite:///{output_dir / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    parent = client.get_run((sweep_dir / PARENT_RUN_FILE).read_text().strip())
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
+
+    def contexts(run) -> set[str]:
+        return {t.value for d in run.inputs.dataset_inputs for t in d.tags if t.key == "mlflow.data.context"}
+
+    assert contexts(parent) == {"train", "val", "test"}
+    assert {d.dataset.digest for d in parent.inputs.dataset_inputs} == {parent.data.tags["data_hash"][:36]}
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(children) == len(record.trials) > 0
+    for run in children:
+        assert contexts(run) == {"train", "val"}
+        assert run.info.run_name.startswith("resnet lr=") and run.data.tags["trial_id"] in run.info.run_name
+
+    registration = json.loads((sweep_dir / "summary.json").read_text())["registration"]
+    version = client.get_model_version(registration["model"], registration["version"])
+    # the logged model behind the version, read from its folder (no global MLflow URI to set and restore)
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))
+    info = mlflow.models.Model.load(Path(logged.artifact_location.removeprefix("file://")) / "MLmodel")
+    assert info.signature is not None and info.saved_input_example_info is not None
+    assert {c.name for c in info.signature.outputs.inputs} >= {"label", "prob_harmonic"}
+    description = version.description
+    assert f"`{name}`" in description and parent.data.tags["data_hash"] in description
+
+    study = optuna.load_study(storage=f"sqlite:///{output_dir / 'optuna.db'}", study_name=name)
+    assert len(study.trials) == len(record.trials)
+    run_ids = {run.info.run_id for run in children}
+    epochs = {t.trial_id: t.epochs for t in record.trials}
+    for trial in study.trials:
+        assert trial.user_attrs["mlflow_run_id"] in run_ids
+        assert sorted(trial.intermediate_values) == list(range(1, epochs[trial.user_attrs["tune_trial_id"]] + 1))
+    assert study.best_value == record.best_trial().best
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(cmd: list[str], url: str, timeout: float = 120):
+    """Starts ``cmd`` (a server on 127.0.0.1) and returns the process once ``url`` answers."""
+    import subprocess
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{cmd} exited {proc.returncode}: {proc.stderr.read()[-3000:]!r}")
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return proc
+        except OSError:
+            time.sleep(1)
+    _stop(proc)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def _stop(proc) -> None:
+    import os
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _json(url: str, body: dict | None = None) -> dict:
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def check_ui_servers(output_dir: Path, name: str) -> None:
+    """Asserts that ``mlflow ui`` and ``optuna-dashboard`` on 127.0.0.1 serve the sweep as their pages load it.
+
+    Playwright's Chromium is a browser download of its own, which this workplace cannot fetch (pip alone gives no
+    browser), so the MLflow runs page is checked through the REST calls it makes (``ajax-api`` experiments/get and
+    runs/search): the nested trial runs and their datasets; the Optuna dashboard through its ``/api/studies``.
+    """
+    import sys
+    import urllib.request
+
+    from guitar_cls.tune.record import PARENT_RUN_FILE
+
+    bin_dir = Path(sys.executable).parent
+    db = output_dir / "mlflow.db"
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1"]
+    proc = _serve([*cmd, "--port", str(port), "--workers", "1"], f"{base}/health")
+    try:
+        with urllib.request.urlopen(f"{base}/", timeout=30) as resp:  # the single-page app itself
+            assert resp.status == 200 and b"<html" in resp.read().lower()
+        parent_id = (output_dir / "sweeps" / name / PARENT_RUN_FILE).read_text().strip()
+        parent = _json(f"{base}/ajax-api/2.0/mlflow/runs/get?run_id={parent_id}")["run"]
+        experiment_id = parent["info"]["experiment_id"]
+        experiment = _json(f"{base}/ajax-api/2.0/mlflow/experiments/get?experiment_id={experiment_id}")["experiment"]
+        assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
+        runs = _json(
+            f"{base}/ajax-api/2.0/mlflow/runs/search",
+            {"experiment_ids": [experiment_id], "max_results": 100, "order_by": ["attributes.start_time DESC"]},
+        )["runs"]
+        by_id = {r["info"]["run_id"]: r for r in runs}
+        nested = [r for r in runs if {"key": "mlflow.parentRunId", "value": parent_id} in r["data"]["tags"]]
+        assert parent_id in by_id and nested
+        for run in [by_id[parent_id], *nested]:
+            datasets = run["inputs"]["dataset_inputs"]
+            assert datasets and all(d["dataset"]["name"].endswith(("-train", "-val", "-test")) for d in datasets)
+    finally:
+        _stop(proc)
+
+    port = _free_port()
+    cmd = [str(bin_dir / "optuna-dashboard"), f"sqlite:///{output_dir / 'optuna.db'}", "--host", "127.0.0.1"]
+    proc = _serve([*cmd, "--port", str(port), "--quiet"], f"http://127.0.0.1:{port}/api/meta")
+    try:
+        studies = _json(f"http://127.0.0.1:{port}/api/studies")["study_summaries"]
+        study = next(s for s in studies if s["study_name"] == name)
+        detail = _json(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}")
+        assert detail["trials"] and detail["has_intermediate_values"]
+    finally:
+        _stop(proc)

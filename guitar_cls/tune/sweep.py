@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from guitar_cls.tune.space import (
     make_scheduler,
     make_searcher,
     trial_config,
+    trial_overrides,
 )
 
 log = logging.getLogger(__name__)
@@ -187,6 +189,29 @@ def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     trainer.fit()
 
 
+SHORT_KEYS = {"learning_rate": "lr", "weight_decay": "wd", "label_smoothing": "ls", "batch_size": "bs"}
+
+
+def trial_run_name(space: SearchSpace, base_family: str, trial_id: str, trial_params: Mapping[str, Any]) -> str:
+    """Returns a trial's MLflow run name: model family, the searched params it used (last key part, a few shortened)
+    and the Tune trial id, e.g. ``resnet lr=0.0021 dropout=0.24 a1b2c_00001``."""
+    values = dict(trial_overrides(trial_params))
+    parts = [str(values.get("model.name") or space.fixed.get("model.name") or base_family)]
+    for key in space.params:
+        if key == "model.name" or key not in values:
+            continue
+        value = values[key]
+        if isinstance(value, float):
+            text = f"{value:.2g}"
+        elif isinstance(value, (list, tuple, dict)):
+            text = json.dumps(value, separators=(",", ":"))
+        else:
+            text = str(value)
+        short = key.rsplit(".", 1)[-1]
+        parts.append(f"{SHORT_KEYS.get(short, short)}={text}")
+    return " ".join([*parts, trial_id])[:250]  # MLflow's run name limit
+
+
 def pyfunc_test_score(model_uri: str, data: PreparedData, metric: str = "balanced_accuracy") -> float:
     """Returns ``metric`` (a key of ``classification_metrics``) of an MLflow pyfunc model on the test split, fed raw
     WAV paths."""
@@ -289,7 +314,7 @@ def _make_tuner(setup: _Setup, data: PreparedData, tracker: Any, loop_extra: dic
         run_config=tune.RunConfig(
             name=setup.name,
             storage_path=base.logging.storage_path,
-            callbacks=[tracker.callback()],
+            callbacks=[tracker.callback(functools.partial(trial_run_name, space, base.model.name))],
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
@@ -304,8 +329,9 @@ def _finish(
     register: bool,
     promote: bool,
 ) -> dict[str, Any]:
-    """Tests the best trial's best checkpoint, registers it (champion by the space's metric) and returns the summary
-    fields they add."""
+    """Writes the Optuna study, tests the best trial's best checkpoint, registers it (champion by the space's metric)
+    and returns the summary fields they add."""
+    out: dict[str, Any] = {"optuna_storage": _export_study(setup, tracker)}
     best = record.best_trial()
     if best is None:
         tracker.finish("FAILED")
@@ -314,7 +340,7 @@ def _finish(
     test = test_metrics(checkpoint, data.snippet_set("test"))
     tracker.log_metrics(test, prefix="best_trial/test/")
     tracker.log_metrics({"best_trial/" + record.best_key: float(best.best)})
-    out: dict[str, Any] = {"best_trial": best.trial_id, "checkpoint": str(checkpoint), "test": test}
+    out |= {"best_trial": best.trial_id, "checkpoint": str(checkpoint), "test": test}
     if register:
         out["registration"] = tracker.register(
             checkpoint,
@@ -323,8 +349,36 @@ def _finish(
             promote=promote,
             metric=record.test_metric,
             mode=record.mode,
+            test_metrics=test,
         )
     return out
+
+
+def _export_study(setup: _Setup, tracker: Any) -> str | None:
+    """Writes the sweep record as an Optuna study into the output folder's store (``tune.optuna_export``) and returns
+    its URL, or None when it could not be written (logged: the sweep record stays the truth)."""
+    import optuna
+    import sqlalchemy.exc
+
+    from guitar_cls.tune.optuna_export import export_sweep, optuna_storage
+
+    storage = optuna_storage(setup.base.logging.output_dir)
+    attrs = {
+        "sweep": setup.name,
+        "mlflow_experiment_id": tracker.experiment_id,
+        "mlflow_parent_run_id": tracker.run_id,
+        "data_hash": tracker.tags.get("data_hash", ""),
+    }
+    try:
+        run_ids = tracker.trial_run_ids()
+        export_sweep(
+            setup.sweep_dir, storage, setup.space, experiment_dir=setup.experiment_path, run_ids=run_ids, attrs=attrs
+        )
+    except (OSError, ValueError, optuna.exceptions.OptunaError, sqlalchemy.exc.SQLAlchemyError) as e:
+        log.warning("sweep %s: could not write the Optuna study into %s: %s", setup.name, storage, e)
+        return None
+    log.info("sweep %s written to Optuna: optuna-dashboard %s", setup.name, storage)
+    return storage
 
 
 def run_sweep(
@@ -359,6 +413,7 @@ def run_sweep(
     tags = {"space_file": space_file, "data_hash": data.fingerprint, "sweep": setup.name}
     tags |= {"metadata": str(data.metadata_path), "audio_root": str(data.audio_root)}
     tracker = SweepTracker(setup.base, sweep_dir, name=setup.name, tags=tags)
+    tracker.log_datasets(data.metadata, data.loop_rows(), source=data.metadata_path)
     if not (sweep_dir / SWEEP_START).exists():
         start = {"name": setup.name, "data_fingerprint": data.fingerprint, "splits": asdict(setup.base.splits)}
         (sweep_dir / SWEEP_START).write_text(json.dumps(start, indent=2))
@@ -400,4 +455,5 @@ __all__ = [
     "pareto_front",
     "plan_resources",
     "run_sweep",
+    "trial_run_name",
 ]
