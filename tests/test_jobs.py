@@ -120,6 +120,10 @@ def test_sweep_interrupted_then_resumed_keeps_finished_trials_and_registers_a_ch
         assert (storage / "smoke-resume" / trial_dir / "result.json").read_text() == text
     reg = summary["registration"]
     assert reg["champion"] is True and reg["version"] == "1"
+    import test_sweep  # what the MLflow UI and optuna-dashboard show of it (issue 14), checked on this sweep's store
+
+    test_sweep.check_sweep_is_browsable(tmp_path / "outputs", "smoke-resume")
+    test_sweep.check_ui_servers(tmp_path / "outputs", "smoke-resume")
 
     import mlflow
 
