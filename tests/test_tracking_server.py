@@ -85,7 +85,7 @@ def test_a_sweep_logs_to_a_tracking_server_and_its_champion_loads_through_the_pr
     import mlflow
     import pandas as pd
     from mlflow.tracking import MlflowClient
-    from test_jobs import _env, _last_json, _run
+    from test_jobs import _last_json, _run
 
     url, artifacts = mlflow_server
     out = tmp_path / "outputs"
