@@ -27,7 +27,7 @@ from torch import nn
 from guitar_cls.config import Config, DataConfig
 from guitar_cls.data.audio import AudioError, load_snippet, prepare_waveform, read_segment, read_span
 from guitar_cls.data.schema import LABELS
-from guitar_cls.inference import Waves, build_from_config, config_latency_ms, mean_per_owner, predict_proba
+from guitar_cls.inference import Waves, build_from_config, mean_per_owner, predict_proba
 from guitar_cls.train.checkpoint import checkpoint_file, find_splits, load_model
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,6 @@ PROB_COLUMNS: tuple[str, ...] = tuple(f"prob_{name}" for name in LABELS)
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # models:/..., runs:/..., s3://... (not C:\ paths)
 
 Windows = tuple[list[np.ndarray], list[int]]  # (windows, true lengths) as prepare_waveform returns them
-
-# tune/sweep.py records each trial's latency as ``predict.latency_ms(cfg)``: the one function, under its old name
-latency_ms = config_latency_ms
 
 
 def is_model_uri(source: str | Path) -> bool:

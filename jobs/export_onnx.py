@@ -15,7 +15,7 @@ from guitar_cls.config import load_config
 from guitar_cls.export import export_model
 from guitar_cls.logs import setup_logging
 from guitar_cls.predict import Classifier
-from guitar_cls.train.smoke import SMOKE_OVERRIDES
+from guitar_cls.train.smoke import smoke_overrides
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     if not args.model and not args.smoke_test:
         parser.error("--model is required (or --smoke-test)")
     setup_logging()
-    source = Classifier.from_config(load_config(None, SMOKE_OVERRIDES)) if args.smoke_test else args.model
+    source = Classifier.from_config(load_config(None, smoke_overrides())) if args.smoke_test else args.model
     summary = export_model(source, args.out, include_frontend=args.include_frontend)
     print(json.dumps(summary))
     if summary["max_abs_diff_probabilities"] >= 1e-4:

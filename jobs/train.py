@@ -15,7 +15,7 @@ from guitar_cls.config import load_config
 from guitar_cls.data.source import data_overrides
 from guitar_cls.logs import setup_logging
 from guitar_cls.train.run import train
-from guitar_cls.train.smoke import SMOKE_OVERRIDES
+from guitar_cls.train.smoke import smoke_overrides
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
         data = data_overrides(args.data, args.audio_root)
     except ValueError as e:
         parser.error(str(e))
-    overrides = [*(SMOKE_OVERRIDES if args.smoke_test else ()), *data, *args.set]
+    overrides = [*(smoke_overrides() if args.smoke_test else ()), *data, *args.set]
     cfg = load_config(args.config, overrides)
     setup_logging(cfg.logging.level)
     summary = train(cfg, name=args.name)

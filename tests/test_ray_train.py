@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from guitar_cls.config import load_config
-from guitar_cls.train.smoke import SMOKE_OVERRIDES
+from guitar_cls.train.smoke import smoke_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,7 @@ def test_killed_worker_resumes_from_the_latest_checkpoint(tmp_path, tiny_demo, r
     cfg = load_config(
         None,
         [
-            *SMOKE_OVERRIDES,
+            *smoke_overrides(),
             ("data.metadata", str(tiny_demo)),
             ("data.audio_root", str(tiny_demo.parent)),
             ("training.epochs", 3),

@@ -26,9 +26,10 @@ from guitar_cls.data.pipeline import cache_dataset
 from guitar_cls.data.schema import LABELS, read_metadata
 from guitar_cls.data.source import resolve_data
 from guitar_cls.data.splits import make_splits
+from guitar_cls.inference import predict_proba
 from guitar_cls.logs import setup_logging
 from guitar_cls.train.checkpoint import load_model, save_checkpoint
-from guitar_cls.train.loop import fit, predict_proba
+from guitar_cls.train.loop import fit
 from guitar_cls.train.metrics import classification_metrics
 from guitar_cls.train.ray_train import split_sets
 

@@ -26,11 +26,3 @@ def smoke_overrides(space: str | Path = SMOKE_SPACE) -> list[tuple[str, Any]]:
     spec = yaml.safe_load(Path(space).read_text()) or {}
     shared = [(f"data.{k}", v) for k, v in (spec.get("data") or {}).items()] + list((spec.get("fixed") or {}).items())
     return [*shared, *JOB_ONLY]
-
-
-def __getattr__(name: str) -> Any:
-    # ``SMOKE_OVERRIDES`` for the callers that import the old constant (jobs/train.py, jobs/export_onnx.py,
-    # tests/test_ray_train.py); read when asked for, not at import.
-    if name == "SMOKE_OVERRIDES":
-        return smoke_overrides()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -162,12 +162,12 @@ def _sigint_watch() -> Iterator[Callable[[], bool]]:
 
 def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     """One Tune trial: builds the trial's config, measures its CPU latency, runs a TorchTrainer to completion."""
-    from guitar_cls.predict import latency_ms
+    from guitar_cls.inference import config_latency_ms
     from guitar_cls.train.ray_train import make_trainer
 
     cfg = trial_config(ctx["base"], ctx["space"], params)
     trial_id = tune.get_context().get_trial_id()
-    latency = latency_ms(cfg)
+    latency = config_latency_ms(cfg)
     loop_config = {
         "cfg": cfg.to_dict(),
         "cache_path": ctx["cache_path"],
