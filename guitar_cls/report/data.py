@@ -26,6 +26,7 @@ from guitar_cls.tune.record import (
     SweepRecord,
     best_key,
     last_key,
+    read_curves,
 )
 from guitar_cls.tune.space import SearchSpace, load_space
 
@@ -209,29 +210,6 @@ def find_experiment_dir(
             return (root / name).resolve()
     log.warning("no Tune experiment folder for %s under %s: no learning curves", name, [str(r) for r in roots])
     return None
-
-
-def read_curves(experiment_dir: Path) -> dict[str, pd.DataFrame]:
-    """Returns trial id -> its per-epoch results (one row per ``training_iteration``, the last report wins).
-
-    Unreadable lines (a trial killed mid-write) are skipped.
-    """
-    curves: dict[str, pd.DataFrame] = {}
-    for path in sorted(experiment_dir.glob("*/result.json")):
-        rows = []
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                rows.append({k: v for k, v in json.loads(line).items() if not isinstance(v, (dict, list))})
-            except json.JSONDecodeError:
-                log.warning("%s: skipping an unreadable line", path)
-        rows = [r for r in rows if "trial_id" in r and "training_iteration" in r]
-        if not rows:
-            continue
-        df = pd.DataFrame(rows).drop_duplicates("training_iteration", keep="last").sort_values("training_iteration")
-        curves[str(rows[-1]["trial_id"])] = df.reset_index(drop=True)
-    return curves
 
 
 def _hashable(value: Any) -> Any:

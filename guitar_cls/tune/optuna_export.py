@@ -29,7 +29,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from guitar_cls.tune.record import SweepRecord, TrialRecord
+from guitar_cls.tune.record import SweepRecord, TrialRecord, read_curves
 from guitar_cls.tune.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,6 @@ def write_study(
 
 def metric_curves(experiment_dir: str | Path, metric: str) -> dict[str, dict[int, float]]:
     """Returns Tune trial id -> ``training_iteration`` -> ``metric`` from the experiment's ``result.json`` files."""
-    from guitar_cls.report.data import read_curves  # the one reader of Tune's per-epoch results
 
     out = {}
     for trial_id, df in read_curves(Path(experiment_dir)).items():

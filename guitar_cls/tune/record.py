@@ -19,6 +19,7 @@ No Ray import: the report reads records on machines without a cluster.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -32,6 +33,8 @@ import pandas as pd
 
 from guitar_cls.train.checkpoint import BEST, SPLITS_FILE
 from guitar_cls.train.loop import EARLY_STOP_KEY, METRIC, best_key
+
+log = logging.getLogger(__name__)
 
 TRIALS_FILE = "trials.json"
 LEADERBOARD_CSV = "leaderboard.csv"
@@ -367,3 +370,26 @@ __all__ = [
     "read_legacy_board",
     "trial_from_result",
 ]
+
+
+def read_curves(experiment_dir: Path) -> dict[str, pd.DataFrame]:
+    """Returns trial id -> its per-epoch results (one row per ``training_iteration``, the last report wins).
+
+    Unreadable lines (a trial killed mid-write) are skipped.
+    """
+    curves: dict[str, pd.DataFrame] = {}
+    for path in sorted(experiment_dir.glob("*/result.json")):
+        rows = []
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                rows.append({k: v for k, v in json.loads(line).items() if not isinstance(v, (dict, list))})
+            except json.JSONDecodeError:
+                log.warning("%s: skipping an unreadable line", path)
+        rows = [r for r in rows if "trial_id" in r and "training_iteration" in r]
+        if not rows:
+            continue
+        df = pd.DataFrame(rows).drop_duplicates("training_iteration", keep="last").sort_values("training_iteration")
+        curves[str(rows[-1]["trial_id"])] = df.reset_index(drop=True)
+    return curves
