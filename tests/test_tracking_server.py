@@ -26,11 +26,11 @@ def _free_port() -> int:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Ends ``proc`` and its children (its own process group): TERM, then KILL after 20 s."""
+    """Ends ``proc`` and its children (its own process group): TERM, then KILL after 5 s (a throwaway store)."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -81,7 +81,9 @@ def _tail(path: Path, chars: int = 4000) -> str:
     return path.read_text(errors="replace")[-chars:]
 
 
-def test_a_sweep_logs_to_a_tracking_server_and_its_champion_loads_through_the_proxy(tmp_path, tiny_demo, mlflow_server):
+def test_a_sweep_logs_to_a_tracking_server_and_its_champion_loads_through_the_proxy(
+    tmp_path, tiny_demo, mlflow_server, monkeypatch
+):
     import mlflow
     import pandas as pd
     from mlflow.tracking import MlflowClient
@@ -105,15 +107,14 @@ def test_a_sweep_logs_to_a_tracking_server_and_its_champion_loads_through_the_pr
     assert logged.artifact_location.startswith("mlflow-artifacts:")  # proxied: the client never saw the folder
     assert list(artifacts.rglob("MLmodel")) and not (out / "mlartifacts").exists() and not (out / "mlflow.db").exists()
 
+    # ``models:/`` resolves against MLflow's process-wide URIs: point them at the server for this test only (what
+    # mlflow.set_tracking_uri writes, module globals and the environment, is restored by monkeypatch)
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", url)
+    monkeypatch.setattr(mlflow.tracking._model_registry.utils, "_registry_uri", url)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     wav = sorted(tiny_demo.parent.rglob("*.wav"))[0]
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(url)
-    mlflow.set_registry_uri(url)
-    try:  # downloads the model's files from the server's artifact proxy
-        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion", model_config={"audio_root": str(wav.parent)})
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+    # downloads the model's files through the server's artifact proxy
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion", model_config={"audio_root": str(wav.parent)})
     pred = model.predict(pd.DataFrame({"path": [str(wav)], "onset_sec": [0.1], "offset_sec": [0.9]}))
     assert pred.shape[0] == 1 and pred["label"][0] in ("harmonic", "dead_note", "general_note")
     probs = pred[["prob_harmonic", "prob_dead_note", "prob_general_note"]].to_numpy()
