@@ -40,6 +40,7 @@ from guitar_cls.tune.record import PARENT_RUN_FILE
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+CHAMPION_POLICY_TAG = "champion_policy"  # the sweep's rule for which trial it registers (best, fastest_within...)
 DATA_TAG = "data_hash"  # metadata fingerprint, on the parent run and on registered model versions
 SPLITS_TAG = "splits_sha256"  # sha256 of the split file, on registered model versions
 CAS_ATTEMPTS = 3  # comparisons against a champion that keeps moving before registration gives up the alias
@@ -397,6 +398,8 @@ class SweepTracker:
         metric: str = "balanced_accuracy",
         mode: str = "max",
         test_metrics: Mapping[str, Any] | None = None,
+        log_model: Callable[..., Any] | None = None,
+        selection: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Logs ``checkpoint`` as a pyfunc model under the parent run, registers it and moves ``champion`` to it
         unless the current champion scores better on the same test rows; returns the outcome (with ``reason``,
@@ -413,6 +416,11 @@ class SweepTracker:
             metric, mode: the test metric the sweep's space ranks by (``macro_f1`` for ``val/macro_f1``) and
                 whether higher (``max``) or lower (``min``) is better.
             test_metrics: the checkpoint's test metrics, for the version's description.
+            log_model: logs the model instead of ``pyfunc.log_pyfunc_model`` (same arguments), e.g. an ensemble
+                (``ensemble.register_ensemble``); ``checkpoint`` then gives the input example's sample rate.
+            selection: how the sweep picked this trial, as version tags ``champion_policy`` (``policy``, e.g.
+                ``fastest_within: 0.01``) and ``selection/<key>`` for every other entry (the validation score and
+                ``latency_ms``). The ``champion`` alias still moves only by the test-metric rule above.
 
         The model is logged with the pyfunc signature and an ``audio`` + ``sample_rate`` input example; the version's
         description (``version_description``) carries the test scores, data lineage and champion outcome.
@@ -422,7 +430,7 @@ class SweepTracker:
         name = self.cfg.logging.registered_model
         example = input_example(checkpoint_sample_rate(checkpoint))
         with mlflow.start_run(run_id=self.run_id):
-            info = log_pyfunc_model(
+            info = (log_model or log_pyfunc_model)(
                 checkpoint, name="model", registered_model_name=name, splits_csv=splits_csv, input_example=example
             )
         version = str(info.registered_model_version)
@@ -431,6 +439,9 @@ class SweepTracker:
             lineage[SPLITS_TAG] = file_sha256(splits_csv)
         for key, value in lineage.items():
             self.client.set_model_version_tag(name, version, key, value)
+        for key, value in (selection or {}).items():
+            tag = CHAMPION_POLICY_TAG if key == "policy" else f"selection/{key}"
+            self.client.set_model_version_tag(name, version, tag, "" if value is None else str(value))
         score = float(evaluate(f"models:/{name}/{version}"))
         self.client.set_model_version_tag(name, version, f"test_{metric}", f"{score:.6f}")
         self.client.log_metric(self.run_id, f"champion_candidate/test_{metric}", score)

@@ -5,8 +5,9 @@ their stop reasons, summary, splits, MLflow parent run) and the Tune experiment 
 ``result.json`` per trial: the learning curves), and writes into ``out``:
 
 - ``report.md``: recommendations, the quality bars, the leaderboard (params, best and last value of the space's
-  metric, epochs, latency, why a trial stopped, as the record says), parameter importance, the accuracy/latency
-  Pareto front and the champion's test results (per-class metrics, most-confused pairs, high-confidence mistakes,
+  metric, epochs, latency, why a trial stopped, as the record says), parameter importance, the Pareto front (over the
+  record's objectives for a multi-objective sweep, else accuracy vs latency), the champion policy's pick and the
+  champion's test results (per-class metrics, most-confused pairs, high-confidence mistakes,
   weakest slices);
 - ``parallel_coordinates.png``, ``importance.png``, ``learning_curves.png``, ``pareto.png`` and the champion's
   ``confusion_matrix.png`` (``evaluation/`` holds the full ``guitar_cls.evaluate`` output when it ran).
@@ -123,7 +124,7 @@ def build_report(
                 metrics["confusion_matrix"], tmp / "confusion_matrix.png", title="test split (sweep summary)"
             )
             figures["confusion"] = "confusion_matrix.png"
-        front = pareto_front(sweep.board, sweep.metric, sweep.mode)
+        front = pareto_front(sweep.board, sweep.metric, sweep.mode, sweep.front_objectives)
         importance = param_importances(sweep)
         figures |= _figures(sweep, front, importance, tmp)
         best = sweep.best

@@ -19,6 +19,8 @@ from guitar_cls.config import config_from_dict, load_config
 from guitar_cls.evaluate import evaluate
 from guitar_cls.tune.record import (
     BEST,
+    BEST_POLICY,
+    LATENCY,
     LEADERBOARD_CSV,
     PARENT_RUN_FILE,
     SPLITS_FILE,
@@ -77,6 +79,19 @@ class SweepData:
     tags: dict[str, str] = field(default_factory=dict)
     metric: str = "val/balanced_accuracy"
     mode: str = "max"
+    objectives: list[dict[str, str]] = field(default_factory=list)  # the record's, the primary first
+    champion_policy: dict[str, Any] = field(default_factory=lambda: dict(BEST_POLICY))
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def front_objectives(self) -> list[dict[str, str]]:
+        """Returns the Pareto front's objectives: the record's when it has several, else the metric and latency."""
+        if self.multi_objective:
+            return list(self.objectives)
+        return [{"metric": self.metric, "mode": self.mode}, {"metric": LATENCY, "mode": "min"}]
 
     @property
     def best_key(self) -> str:
@@ -160,7 +175,7 @@ def load_sweep(
     board = _annotate(board, curves, space_obj)
     return SweepData(
         name, sweep_dir, board, summary, params, max_epochs, curves, exp_dir, space_obj, tags, record.metric,
-        record.mode,
+        record.mode, record.objectives, record.champion,
     )  # fmt: skip
 
 

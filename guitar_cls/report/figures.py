@@ -170,8 +170,8 @@ def fig_learning_curves(sweep: SweepData, legend_max: int = 12) -> Figure:
 
 
 def fig_pareto(sweep: SweepData, front: pd.DataFrame) -> Figure:
-    """Returns the best value of the sweep's metric vs CPU latency for every trial, the Pareto front joined and
-    labelled."""
+    """Returns the best value of the sweep's metric vs CPU latency for every trial, the Pareto front (``front``, over
+    the sweep's objectives) circled, labelled and, when those are this plot's two axes, joined."""
     board, key = sweep.board, sweep.best_key
     fig = _figure(6.8, 4.6)
     ax = fig.add_subplot()
@@ -179,8 +179,12 @@ def fig_pareto(sweep: SweepData, front: pd.DataFrame) -> Figure:
     markers = "osD^v<>P*X"
     for i, (family, group) in enumerate(ok.groupby("family", sort=True)):
         ax.scatter(group["latency_ms"], group[key], marker=markers[i % len(markers)], s=36, alpha=0.75, label=family)
-    if len(front):
+    # The front is a staircase in this plane only when its objectives are this plane's (else: circled points).
+    planar = sorted(o["metric"] for o in sweep.front_objectives) == sorted([sweep.metric, "latency_ms"])
+    front = front.dropna(subset=[key, "latency_ms"])
+    if len(front) and planar:
         ax.step(front["latency_ms"], front[key], where="post", color="tab:red", lw=1.2, alpha=0.7)
+    if len(front):
         ax.scatter(
             front["latency_ms"],
             front[key],

@@ -12,6 +12,7 @@ import pandas as pd
 
 from guitar_cls.data.schema import LABELS
 from guitar_cls.evaluate import most_confused
+from guitar_cls.tune.record import LATENCY, objective_column
 
 if TYPE_CHECKING:
     from guitar_cls.report.data import SweepData
@@ -144,7 +145,24 @@ def header_section(sweep: SweepData, c: ReportContent) -> list[str]:
             f"Search space: `{c.space_path}` ({space.search.algorithm}, {space.scheduler.type} scheduler)."
             + (f" Trials ranked by {sweep.metric} ({sweep.mode})." if sweep.metric != "val/balanced_accuracy" else "")
         )
+    if sweep.multi_objective:
+        out.append(f"Objectives: {objectives_text(sweep.objectives)}; {asha_note(sweep)}")
     return out
+
+
+def objectives_text(objectives: list[dict[str, str]]) -> str:
+    """Returns ``val/balanced_accuracy (max), latency_ms (min)``."""
+    return ", ".join(f"{o['metric']} ({o['mode']})" for o in objectives)
+
+
+def asha_note(sweep: SweepData) -> str:
+    """Returns what pruned a multi-objective sweep's trials: ASHA is single-objective."""
+    if sweep.space is not None and sweep.space.scheduler.type != "asha":
+        return "no trial was pruned early by the scheduler."
+    return (
+        f"ASHA is single-objective and pruned on the first one only ({sweep.metric}): a fast trial that was weak at a "
+        "rung was stopped even if it would have been on the front."
+    )
 
 
 def recommendations_section(sweep: SweepData, c: ReportContent) -> list[str]:
@@ -206,18 +224,30 @@ def curves_section(sweep: SweepData, c: ReportContent) -> list[str]:
 
 
 def pareto_section(sweep: SweepData, c: ReportContent) -> list[str]:
-    front, key = c.front, sweep.best_key
+    front, objectives = c.front, sweep.front_objectives
+    columns = [objective_column(o["metric"], sweep.metric) for o in objectives]
+    names = [
+        f"best {sweep.short_metric}" if col == sweep.best_key else ("latency ms" if col == LATENCY else col)
+        for col in columns
+    ]
     rows = [
-        [str(r["trial_id"]), str(r["family"]), f"{r[key]:.4f}", f"{r['latency_ms']:.1f}"] for _, r in front.iterrows()
+        [str(r["trial_id"]), str(r["family"])]
+        + [f"{r[col]:.1f}" if col == LATENCY else f"{r[col]:.4f}" for col in columns]
+        for _, r in front.iterrows()
     ]
-    out = [
-        "## Accuracy vs latency",
-        "",
-        f"Pareto front: the {len(front)} of {len(sweep.board)} trials that no other trial beats on both accuracy and "
-        "latency.",
-        "",
-        markdown_table(["trial", "family", f"best {sweep.short_metric}", "latency ms"], rows),
-    ]
+    if sweep.multi_objective:
+        intro = [
+            f"Pareto front of the sweep's objectives ({objectives_text(objectives)}), from the record: the "
+            f"{len(front)} of {len(sweep.board)} trials that no other trial beats on every objective. "
+            + asha_note(sweep)
+        ]
+    else:
+        intro = [
+            f"Pareto front: the {len(front)} of {len(sweep.board)} trials that no other trial beats on both accuracy "
+            "and latency."
+        ]
+    out = ["## Accuracy vs latency" if not sweep.multi_objective else "## Pareto front", "", *intro, ""]
+    out.append(markdown_table(["trial", "family", *names], rows))
     if "pareto" in c.figures:
         out += ["", f"![accuracy vs latency]({c.figures['pareto']})"]
     return out
@@ -225,6 +255,15 @@ def pareto_section(sweep: SweepData, c: ReportContent) -> list[str]:
 
 def champion_section(sweep: SweepData, c: ReportContent) -> list[str]:
     out = ["## Champion on the test split", ""]
+    picked = sweep.summary.get("champion")
+    if picked:
+        latency = picked.get("latency_ms")
+        out += [
+            f"Champion policy `{picked.get('policy')}` picked trial **{picked.get('trial_id')}**: validation "
+            f"{sweep.metric} {metric_cell(picked.get(sweep.metric), 4)}, CPU latency "
+            f"{'–' if latency is None else f'{float(latency):.2f}'} ms ({picked.get('reason', '')}).",
+            "",
+        ]
     m = c.metrics
     if not m:
         return out + ["No test metrics: summary.json has none and the champion was not evaluated."]

@@ -6,8 +6,12 @@ in memory only. One study per sweep name, written anew after every run of the sw
 always mirrors the whole record:
 
 - params: the searched params a trial used, in their distribution's form (a list choice as its JSON text);
-- value: the trial's best value of the space's metric (the score the sweep ranks by); direction from the mode;
-- intermediate values: the metric at every epoch (step = Tune's ``training_iteration``);
+- value: the trial's best value of the space's metric (the score the sweep ranks by); direction from the mode. A
+  multi-objective sweep (``record.objectives``) makes a multi-objective study: one direction and one value per
+  objective (``record.objective_value``: the primary's best, the latency, others' last report), so the dashboard
+  draws the Pareto front;
+- intermediate values: the metric at every epoch (step = Tune's ``training_iteration``; single objective only,
+  Optuna keeps none for multi-objective trials);
 - state: ``COMPLETE`` for a trial that ran out its epochs or stopped itself (early stopping), ``PRUNED`` for one
   stopped from outside (ASHA, the time budget, an unrecorded cause), ``FAIL`` for an error; trials that never
   started are left out;
@@ -29,7 +33,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from guitar_cls.tune.record import SweepRecord, TrialRecord, read_curves
+from guitar_cls.tune.record import SweepRecord, TrialRecord, objective_value, read_curves
 from guitar_cls.tune.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -66,13 +70,16 @@ def param_value(dist: BaseDistribution, value: Any) -> Any:
     return value if dist._contains(dist.to_internal_repr(value)) else None
 
 
-def trial_state(trial: TrialRecord) -> TrialState | None:
-    """Returns the Optuna state of a recorded trial, or None for one that never started (or has no stop reason)."""
+def trial_state(trial: TrialRecord, values: list[float | None] | None = None) -> TrialState | None:
+    """Returns the Optuna state of a recorded trial, or None for one that never started (or has no stop reason).
+
+    ``values``: the trial's objective values (default: its best score alone); a missing one fails a finished trial.
+    """
     if trial.status == "NOT_STARTED":
         return None
     state = STATES.get(trial.stop_reason or "")
-    if state is TrialState.COMPLETE and trial.best is None:
-        return TrialState.FAIL  # ran, but never reported the metric
+    if state is TrialState.COMPLETE and any(v is None for v in (values if values is not None else [trial.best])):
+        return TrialState.FAIL  # ran, but never reported an objective
     return state
 
 
@@ -82,9 +89,14 @@ def frozen_trial(
     *,
     curve: Mapping[int, float] | None = None,
     run_id: str | None = None,
+    objectives: list[str] | None = None,
 ) -> FrozenTrial | None:
-    """Returns the Optuna trial of a recorded one (see the module docstring), or None when it never started."""
-    state = trial_state(trial)
+    """Returns the Optuna trial of a recorded one (see the module docstring), or None when it never started.
+
+    ``objectives``: the metrics of a multi-objective study, the primary first (values by ``objective_value``).
+    """
+    values = [objective_value(trial, m, objectives[0]) for m in objectives] if objectives else None
+    state = trial_state(trial, values)
     if state is None:
         return None
     params, dists = {}, {}
@@ -105,9 +117,11 @@ def frozen_trial(
         "latency_ms": trial.latency_ms,
     }
     intermediate = {int(k): float(v) for k, v in (curve or {}).items() if v is not None and math.isfinite(v)}
+    complete = state is TrialState.COMPLETE
     return optuna.trial.create_trial(
         state=state,
-        value=trial.best if state is TrialState.COMPLETE else None,
+        value=trial.best if complete and values is None else None,
+        values=values if complete and values is not None else None,
         params=params,
         distributions=dists,
         user_attrs=attrs,
@@ -137,16 +151,25 @@ def write_study(
         optuna.delete_study(study_name=record.name, storage=storage)
     except KeyError:
         pass  # a sweep's first export
-    study = optuna.create_study(
-        storage=storage, study_name=record.name, direction="maximize" if record.mode == "max" else "minimize"
-    )
+    goals = record.objectives if record.multi_objective else [{"metric": record.metric, "mode": record.mode}]
+    metrics = [o["metric"] for o in goals]
+    directions = ["maximize" if o["mode"] == "max" else "minimize" for o in goals]
+    study = optuna.create_study(storage=storage, study_name=record.name, directions=directions)
     with warnings.catch_warnings():  # experimental since Optuna 3.2; the dashboard labels its axes with it
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([record.metric])
-    for key, value in {"metric": record.metric, "max_epochs": record.max_epochs, **(attrs or {})}.items():
+        study.set_metric_names(metrics)
+    extra = {"objectives": record.objectives} if record.multi_objective else {}
+    for key, value in {"metric": record.metric, "max_epochs": record.max_epochs, **extra, **(attrs or {})}.items():
         study.set_user_attr(key, value)
+    objectives = metrics if record.multi_objective else None
     trials = [
-        frozen_trial(t, distributions, curve=curves.get(t.trial_id), run_id=run_ids.get(t.trial_id))
+        frozen_trial(
+            t,
+            distributions,
+            curve=None if objectives else curves.get(t.trial_id),
+            run_id=run_ids.get(t.trial_id),
+            objectives=objectives,
+        )
         for t in record.trials
     ]
     study.add_trials([t for t in trials if t is not None])

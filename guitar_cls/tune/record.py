@@ -3,8 +3,10 @@
 One module owns every file name and key of a sweep's record, so that the sweep (the writer), the report and the
 champion registration (readers) cannot drift apart:
 
-- ``trials.json`` (``TRIALS_FILE``): the record itself: the space's ``metric`` and ``mode``, ``max_epochs`` and one
-  entry per trial with its typed params (lists stay lists), best and last value of the metric, epochs run, CPU
+- ``trials.json`` (``TRIALS_FILE``): the record itself: the space's ``metric`` and ``mode`` (the primary objective),
+  its ``objectives`` (``[{metric, mode}, ...]``, the primary first) and ``champion`` policy (``{kind, value}``),
+  ``max_epochs`` and one entry per trial with its typed params (lists stay lists), best and last value of the metric,
+  each objective's value (``values``: the primary's best, ``latency_ms``, others' last report), epochs run, CPU
   latency, checkpoint folder and ``stop_reason`` (``STOP_REASONS``), decided by what stopped it: ASHA (the scheduler
   writes ``asha_stops.jsonl`` when it stops a trial), the training loop's early stopping (its last report carries
   ``EARLY_STOP_KEY``), the time budget, an error, or nothing (``completed``);
@@ -23,7 +25,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,8 @@ RECORD_FILES = (PARENT_RUN_FILE, SWEEP_START, TRIALS_FILE, LEADERBOARD_CSV, SUMM
 # scheduler's decisions were lost).
 STOP_REASONS = ("completed", "asha", "early_stop", "budget", "error", "stopped")
 STOPPED_EARLY = ("asha", "early_stop", "budget", "stopped")
+LATENCY = "latency_ms"  # the per-trial CPU latency (single thread), a metric every trial reports
+BEST_POLICY = {"kind": "best", "value": None}
 
 
 def last_key(metric: str) -> str:
@@ -69,6 +73,7 @@ class TrialRecord:
     latency_ms: float | None
     checkpoint_path: str | None  # the trial's last checkpoint folder (holds BEST)
     params: dict[str, Any] = field(default_factory=dict)  # the trial config, dotted keys, typed values
+    values: dict[str, float | None] = field(default_factory=dict)  # objective metric -> value (see objective_value)
 
     @property
     def checkpoint(self) -> Path | None:
@@ -86,12 +91,36 @@ def _number(value: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+def objective_value(trial: TrialRecord, metric: str, primary: str) -> float | None:
+    """Returns ``trial``'s value of the objective ``metric``: what the record keeps in ``values``, else (hand-built
+    and older records) the best value for the primary metric and the latency for ``latency_ms``."""
+    if metric in trial.values:
+        return _number(trial.values[metric])
+    if metric == primary:
+        return trial.best
+    return trial.latency_ms if metric == LATENCY else None
+
+
+def objective_column(metric: str, primary: str) -> str:
+    """Returns the leaderboard column holding an objective: ``best/<metric>`` for the primary one (the best epoch's
+    value, that of the checkpoint), ``latency_ms``, else ``last/<metric>`` (the last report, what Optuna was told)."""
+    if metric == primary:
+        return best_key(metric)
+    return LATENCY if metric == LATENCY else last_key(metric)
+
+
 def trial_from_result(
-    result: Any, *, metric: str, max_epochs: int, asha_stops: Mapping[str, int] | None = None
+    result: Any,
+    *,
+    metric: str,
+    max_epochs: int,
+    asha_stops: Mapping[str, int] | None = None,
+    objectives: Sequence[Mapping[str, str]] | None = None,
 ) -> TrialRecord:
     """Returns the record of one Tune result (``.metrics``, ``.config``, ``.error``), its stop reason decided by what
     stopped it: ``asha_stops`` (trial id -> epoch, from the scheduler), the loop's ``EARLY_STOP_KEY``, an error, the
-    time budget (a trial Tune stopped before its last report said done)."""
+    time budget (a trial Tune stopped before its last report said done). ``objectives`` (``[{metric, mode}]``, the
+    primary first; default: ``metric`` alone) fill ``values``."""
     from guitar_cls.tune.space import trial_overrides
 
     m = result.metrics or {}
@@ -111,17 +140,21 @@ def trial_from_result(
             reason = "completed"
         else:
             reason = "budget" if status == "CUT" else "stopped"
-    return TrialRecord(
+    record = TrialRecord(
         trial_id=trial_id,
         status=status,
         stop_reason=reason,
         epochs=epochs,
         best=_number(m.get(best_key(metric))),
         last=_number(m.get(metric)),
-        latency_ms=_number(m.get("latency_ms")),
+        latency_ms=_number(m.get(LATENCY)),
         checkpoint_path=m.get("checkpoint_path") or None,
         params=dict(trial_overrides(result.config or {})),
     )
+    for o in objectives or [{"metric": metric}]:
+        key = o["metric"]
+        record.values[key] = record.best if key == metric else _number(m.get(key))
+    return record
 
 
 def _trial_id_from_path(path: str | None) -> str:
@@ -153,13 +186,20 @@ def append_asha_stop(sweep_dir: Path, trial_id: str, epoch: int) -> None:
         os.fsync(f.fileno())
 
 
-def leaderboard(trials: Iterable[TrialRecord], metric: str = METRIC, mode: str = "max") -> pd.DataFrame:
+def leaderboard(
+    trials: Iterable[TrialRecord],
+    metric: str = METRIC,
+    mode: str = "max",
+    objectives: Sequence[Mapping[str, str]] | None = None,
+) -> pd.DataFrame:
     """Returns one row per trial, best first by ``metric`` in ``mode`` (trials without a score last).
 
     Columns: ``trial_id``, ``status``, ``stop_reason``, ``best/<metric>``, ``last/<metric>``, ``epochs``,
-    ``latency_ms``, ``checkpoint_path``, then the params (typed values; NaN where a trial did not use one).
+    ``latency_ms``, ``checkpoint_path``, ``last/<m>`` of each other objective ``m`` (``objective_column``), then the
+    params (typed values; NaN where a trial did not use one).
     """
     best, last = best_key(metric), last_key(metric)
+    extra = [o["metric"] for o in objectives or () if objective_column(o["metric"], metric) not in (best, LATENCY)]
     rows = []
     for t in trials:
         row = {
@@ -172,9 +212,13 @@ def leaderboard(trials: Iterable[TrialRecord], metric: str = METRIC, mode: str =
             "latency_ms": np.nan if t.latency_ms is None else t.latency_ms,
             "checkpoint_path": t.checkpoint_path,
         }
+        for m in extra:
+            value = objective_value(t, m, metric)
+            row[last_key(m)] = np.nan if value is None else value
         row.update({k: v for k, v in t.params.items() if k not in row})
         rows.append(row)
     columns = ["trial_id", "status", "stop_reason", best, last, "epochs", "latency_ms", "checkpoint_path"]
+    columns += [last_key(m) for m in extra]
     board = pd.DataFrame(rows, columns=None if rows else columns)
     if board.empty:
         return board
@@ -183,21 +227,69 @@ def leaderboard(trials: Iterable[TrialRecord], metric: str = METRIC, mode: str =
     return board.reset_index(drop=True)
 
 
-def pareto_front(board: pd.DataFrame, metric: str = METRIC, mode: str = "max") -> pd.DataFrame:
-    """Returns the trials no other trial beats on both the metric (per ``mode``) and latency (lower), fastest first."""
-    key = best_key(metric)
-    ok = board.dropna(subset=[key, "latency_ms"])
-    score = ok[key] if mode == "max" else -ok[key]  # higher is better from here on
+def pareto_front(
+    board: pd.DataFrame,
+    metric: str = METRIC,
+    mode: str = "max",
+    objectives: Sequence[Mapping[str, str]] | None = None,
+) -> pd.DataFrame:
+    """Returns the trials of ``board`` that no other trial dominates (at least as good on every objective, better on
+    one), fastest first when latency is an objective, else best first on the first objective.
+
+    ``objectives`` (``[{metric, mode}]``, the primary first; columns by ``objective_column``) default to ``metric``
+    in ``mode`` and latency (lower), the accuracy/latency view of a single-objective sweep. Trials missing a value
+    of any objective are left out.
+    """
+    objectives = list(objectives or [{"metric": metric, "mode": mode}, {"metric": LATENCY, "mode": "min"}])
+    primary = objectives[0]["metric"]
+    columns = [objective_column(o["metric"], primary) for o in objectives]
+    ok = board.dropna(subset=columns)
+    signs = np.array([1.0 if o["mode"] == "max" else -1.0 for o in objectives])
+    scores = ok[columns].to_numpy(float).reshape(len(ok), len(columns)) * signs  # (N, K), higher is better on each
     keep = [
-        i
-        for i, r in ok.iterrows()
-        if not (
-            (score >= score[i])
-            & (ok["latency_ms"] <= r["latency_ms"])
-            & ((score > score[i]) | (ok["latency_ms"] < r["latency_ms"]))
-        ).any()
+        i for i in range(len(ok)) if not ((scores >= scores[i]).all(axis=1) & (scores > scores[i]).any(axis=1)).any()
     ]
-    return ok.loc[keep].sort_values("latency_ms", kind="stable")
+    front = ok.iloc[keep]
+    if LATENCY in columns:
+        return front.sort_values(LATENCY, kind="stable")
+    return front.sort_values(columns[0], ascending=objectives[0]["mode"] == "min", kind="stable")
+
+
+def select_champion(
+    trials: Iterable[TrialRecord], metric: str, mode: str, policy: Mapping[str, Any] | None = None
+) -> tuple[TrialRecord | None, str]:
+    """Returns the trial the champion policy picks among those with a score and a checkpoint (no error), and why.
+
+    ``policy`` (``{kind, value}``, default ``best``): ``best`` on ``metric``; ``fastest_within``: the lowest latency
+    among trials whose best score is within ``value`` of the top one (ties: the better score); ``max_latency_ms``: the
+    best score among trials at most ``value`` ms (ties: the faster). A latency policy that no trial meets falls back
+    to the fastest trial (none with a latency: the best), and says so.
+    """
+    kind, value = (policy or BEST_POLICY)["kind"], (policy or BEST_POLICY).get("value")
+    ranked = [t for t in trials if t.status != "ERROR" and t.best is not None and t.checkpoint_path]
+    if not ranked:
+        return None, "no trial reported a score and a checkpoint"
+    sign = 1.0 if mode == "max" else -1.0  # sign * score: higher is better
+    best = max(ranked, key=lambda t: sign * t.best)
+    timed = [t for t in ranked if t.latency_ms is not None]
+    if kind == "best":
+        return best, f"best {metric}"
+    if kind == "fastest_within":
+        near = [t for t in timed if sign * (best.best - t.best) <= value + 1e-12]
+        if not near:
+            return best, f"best {metric} (no trial within {value:g} of it has a latency)"
+        pick = min(near, key=lambda t: (t.latency_ms, -sign * t.best))
+        return pick, f"fastest trial within {value:g} of the best {metric} ({best.best:.4f}, trial {best.trial_id})"
+    if kind == "max_latency_ms":
+        under = [t for t in timed if t.latency_ms <= value]
+        if under:
+            pick = max(under, key=lambda t: (sign * t.best, -t.latency_ms))
+            return pick, f"best {metric} at most {value:g} ms"
+        if not timed:
+            return best, f"best {metric} (no trial has a latency to hold to {value:g} ms)"
+        pick = min(timed, key=lambda t: (t.latency_ms, -sign * t.best))
+        return pick, f"no trial at most {value:g} ms: the fastest ({pick.latency_ms:.2f} ms)"
+    raise ValueError(f"unsupported champion policy: {kind}")
 
 
 def _json_default(value: Any) -> Any:
@@ -222,6 +314,27 @@ class SweepRecord:
     trials: list[TrialRecord]
     summary: dict[str, Any] = field(default_factory=dict)
     legacy: bool = False
+    objectives: list[dict[str, str]] = field(default_factory=list)  # [{metric, mode}], the primary first
+    champion: dict[str, Any] = field(default_factory=lambda: dict(BEST_POLICY))  # {kind, value}
+
+    def __post_init__(self) -> None:
+        if not self.objectives:
+            self.objectives = [{"metric": self.metric, "mode": self.mode}]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    def front_objectives(self) -> list[dict[str, str]]:
+        """Returns the objectives of the Pareto front: the sweep's own when it has several, else the metric and
+        latency (the accuracy/latency view)."""
+        if self.multi_objective:
+            return list(self.objectives)
+        return [{"metric": self.metric, "mode": self.mode}, {"metric": LATENCY, "mode": "min"}]
+
+    def pareto_front(self) -> pd.DataFrame:
+        """Returns the leaderboard rows on the Pareto front of ``front_objectives`` (see ``pareto_front``)."""
+        return pareto_front(self.leaderboard(), self.metric, self.mode, self.front_objectives())
 
     @property
     def best_key(self) -> str:
@@ -239,14 +352,15 @@ class SweepRecord:
 
     def leaderboard(self) -> pd.DataFrame:
         """Returns the trials as a table, best first by the sweep's metric and mode (see ``leaderboard``)."""
-        return leaderboard(self.trials, self.metric, self.mode)
+        return leaderboard(self.trials, self.metric, self.mode, self.objectives)
 
     def best_trial(self) -> TrialRecord | None:
         """Returns the best trial that reported a score and a checkpoint (no error), or None."""
-        ranked = [t for t in self.trials if t.status != "ERROR" and t.best is not None and t.checkpoint_path]
-        if not ranked:
-            return None
-        return (max if self.mode == "max" else min)(ranked, key=lambda t: t.best)
+        return select_champion(self.trials, self.metric, self.mode)[0]
+
+    def champion_trial(self) -> tuple[TrialRecord | None, str]:
+        """Returns the trial the record's champion policy picks and why (see ``select_champion``)."""
+        return select_champion(self.trials, self.metric, self.mode, self.champion)
 
     def param_keys(self) -> list[str]:
         """Returns every param key any trial carries, in first-seen order."""
@@ -263,6 +377,8 @@ class SweepRecord:
             "name": self.name,
             "metric": self.metric,
             "mode": self.mode,
+            "objectives": self.objectives,
+            "champion": self.champion,
             "max_epochs": self.max_epochs,
             "trials": [asdict(t) for t in self.trials],
         }
@@ -291,7 +407,10 @@ class SweepRecord:
         if path.is_file():
             data = json.loads(path.read_text())
             trials = [TrialRecord(**t) for t in data["trials"]]
-            return cls(data["name"], data["metric"], data["mode"], int(data["max_epochs"]), trials, summary)
+            return cls(
+                data["name"], data["metric"], data["mode"], int(data["max_epochs"]), trials, summary,
+                objectives=list(data.get("objectives") or []), champion=dict(data.get("champion") or BEST_POLICY),
+            )  # fmt: skip
         if (sweep_dir / LEADERBOARD_CSV).is_file():
             trials = read_legacy_board(sweep_dir / LEADERBOARD_CSV)
             epochs = [int(t.params.get("training.epochs", t.epochs)) for t in trials] or [0]
@@ -350,6 +469,8 @@ def read_legacy_board(path: Path) -> list[TrialRecord]:
 __all__ = [
     "ASHA_STOPS",
     "BEST",
+    "BEST_POLICY",
+    "LATENCY",
     "LEADERBOARD_CSV",
     "PARENT_RUN_FILE",
     "RECORD_FILES",
@@ -365,9 +486,12 @@ __all__ = [
     "best_key",
     "last_key",
     "leaderboard",
+    "objective_column",
+    "objective_value",
     "pareto_front",
     "read_asha_stops",
     "read_legacy_board",
+    "select_champion",
     "trial_from_result",
 ]
 

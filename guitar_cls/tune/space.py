@@ -35,17 +35,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("tpe", "random", "grid")
+ALGORITHMS = ("tpe", "random", "grid", "nsga2")
 SCHEDULERS = ("asha", "fifo")
 MODES = ("max", "min")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int")
 _MODIFIERS = {"choice": ("when",), "uniform": ("when", "step"), "loguniform": ("when",), "int": ("when", "step", "log")}
-_TOP_KEYS = ("name", "metric", "mode", "search", "scheduler", "budget", "data", "fixed", "params")
+_TOP_KEYS = ("name", "metric", "mode", "objectives", "champion", "search", "scheduler", "budget", "data", "fixed",
+             "params")  # fmt: skip
 _SEARCH_KEYS = {
     "tpe": ("algorithm", "seed", "points_to_evaluate", "n_startup_trials"),
     "random": ("algorithm", "seed", "points_to_evaluate"),
     "grid": ("algorithm", "seed"),
+    "nsga2": ("algorithm", "seed", "points_to_evaluate", "population_size"),
 }
+# Metrics a trial reports once, measured before training rather than per epoch (a secondary objective may be one).
+TRIAL_CONSTANTS = ("latency_ms",)
+CHAMPION_POLICIES = ("best", "fastest_within", "max_latency_ms")
 _SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor"), "fifo": ("type",)}
 _BUDGET_KEYS = ("num_samples", "max_epochs", "time_budget_s", "max_concurrent_trials")
 _KEY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -143,12 +148,41 @@ class Param:
         return [float(self.low), float(self.high)]
 
 
+@dataclass(frozen=True)
+class Objective:
+    """One objective of a sweep: a reported metric key and whether higher (``max``) or lower (``min``) is better."""
+
+    metric: str
+    mode: str
+
+
+@dataclass(frozen=True)
+class ChampionPolicy:
+    """Which trial of a sweep is tested and registered.
+
+    ``best``: the best trial on the primary objective; ``fastest_within``: the fastest trial whose primary score is
+    within ``value`` of the best (absolute, in the metric's units); ``max_latency_ms``: the best trial whose latency is
+    at most ``value`` ms.
+    """
+
+    kind: str = "best"
+    value: float | None = None
+
+    def describe(self) -> str:
+        """Returns the policy as the space writes it (``best``, ``fastest_within: 0.01``)."""
+        return self.kind if self.value is None else f"{self.kind}: {self.value:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value}
+
+
 @dataclass
 class SearchSettings:
     algorithm: str = "tpe"
     seed: int = 0
     points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)  # decoded values, dotted keys
     n_startup_trials: int | None = None  # TPE's random start (None -> Optuna's default, 10)
+    population_size: int | None = None  # NSGA-II's generation size (None -> Optuna's default, 50)
 
 
 @dataclass
@@ -168,7 +202,12 @@ class Budget:
 
 @dataclass
 class SearchSpace:
-    """A validated search space; ``params`` keeps the file's order (conditions refer to earlier params)."""
+    """A validated search space; ``params`` keeps the file's order (conditions refer to earlier params).
+
+    ``metric`` and ``mode`` are the primary objective (``objectives[0]``): the one that picks each trial's best
+    epoch, ASHA's pruning and the leaderboard order. ``objectives`` holds every objective the searcher optimises
+    (one unless the file lists ``objectives``); ``champion`` says which trial is registered.
+    """
 
     name: str
     metric: str
@@ -180,6 +219,16 @@ class SearchSpace:
     fixed: dict[str, Any]
     params: dict[str, Param]
     source: str = "<space>"
+    objectives: tuple[Objective, ...] = ()
+    champion: ChampionPolicy = field(default_factory=ChampionPolicy)
+
+    def __post_init__(self) -> None:
+        if not self.objectives:
+            self.objectives = (Objective(self.metric, self.mode),)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
 
     def shared_overrides(self) -> list[tuple[str, Any]]:
         """Returns the overrides every trial shares: the ``data`` section, then ``fixed``."""
@@ -313,14 +362,9 @@ def _parse_space(data: Any, source: str, default_name: str) -> SearchSpace:
 
     name = data.get("name", default_name)
     check_sweep_name(name, "name" if "name" in data else "name (from the file name)")
-    if "metric" not in data:
-        raise _error("metric", "missing (the reported metric key, e.g. val/balanced_accuracy)")
-    metric = data["metric"]
-    if not isinstance(metric, str) or not _METRIC_RE.match(metric):
-        raise _error("metric", f"{metric!r} is not a namespaced metric key like val/balanced_accuracy")
-    mode = data.get("mode")
-    if mode not in MODES:
-        raise _error("mode", f"{mode!r} is not one of {list(MODES)}")
+    objectives = _parse_objectives(data)
+    metric, mode = objectives[0].metric, objectives[0].mode
+    champion = _parse_champion(data.get("champion", "best"), objectives)
 
     budget = _parse_budget(_section(data, "budget", required=True))
     scheduler = _parse_scheduler(_section(data, "scheduler"), budget)
@@ -380,7 +424,68 @@ def _parse_space(data: Any, source: str, default_name: str) -> SearchSpace:
         fixed=dict(fixed),
         params=params,
         source=source,
+        objectives=objectives,
+        champion=champion,
     )
+
+
+def _parse_objectives(data: dict[str, Any]) -> tuple[Objective, ...]:
+    """Returns the space's objectives: ``objectives`` (a list of {metric, mode}) or the single ``metric``/``mode``."""
+    if "objectives" not in data:
+        if "metric" not in data:
+            raise _error("metric", "missing (the reported metric key, e.g. val/balanced_accuracy; or `objectives`)")
+        return (_objective(data.get("metric"), data.get("mode"), "metric", "mode"),)
+    for key in ("metric", "mode"):
+        if key in data:
+            raise _error(key, "give either `metric` and `mode` or `objectives`, not both")
+    raw = data["objectives"]
+    if not isinstance(raw, list) or not raw:
+        raise _error("objectives", f"expected a non-empty list of {{metric: ..., mode: max|min}}, got {raw!r}")
+    out: list[Objective] = []
+    for i, entry in enumerate(raw):
+        where = f"objectives[{i}]"
+        if not isinstance(entry, dict):
+            raise _error(where, f"expected a mapping {{metric: ..., mode: max|min}}, got {entry!r}")
+        _no_unknown(entry, ("metric", "mode"), f"{where}.")
+        if "metric" not in entry:
+            raise _error(f"{where}.metric", "missing")
+        obj = _objective(entry["metric"], entry.get("mode"), f"{where}.metric", f"{where}.mode", primary=i == 0)
+        if any(o.metric == obj.metric for o in out):
+            raise _error(f"{where}.metric", f"{obj.metric!r} is listed twice")
+        out.append(obj)
+    return tuple(out)
+
+
+def _objective(metric: Any, mode: Any, metric_where: str, mode_where: str, primary: bool = True) -> Objective:
+    """Returns a checked objective. The primary one must be a per-epoch validation metric (it picks the best epoch
+    and ASHA prunes on it); a secondary one may also be a per-trial constant (``TRIAL_CONSTANTS``)."""
+    constant = isinstance(metric, str) and metric in TRIAL_CONSTANTS
+    if not isinstance(metric, str) or not (_METRIC_RE.match(metric) or (constant and not primary)):
+        also = "" if primary else f" or one of {list(TRIAL_CONSTANTS)}"
+        first = " (the first objective picks each trial's best epoch and drives ASHA)" if constant else ""
+        raise _error(metric_where, f"{metric!r} is not a namespaced metric key like val/balanced_accuracy{also}{first}")
+    if mode not in MODES:
+        raise _error(mode_where, f"{mode!r} is not one of {list(MODES)}")
+    return Objective(metric, mode)
+
+
+def _parse_champion(raw: Any, objectives: Sequence[Objective]) -> ChampionPolicy:
+    """Returns the champion policy: ``best``, ``{fastest_within: delta}`` or ``{max_latency_ms: ms}``."""
+    if raw == "best" or raw is None:
+        return ChampionPolicy()
+    if isinstance(raw, str):
+        raise _error("champion", f"{raw!r} is not `best`, {{fastest_within: 0.01}} or {{max_latency_ms: 2.0}}")
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise _error("champion", f"expected `best` or a mapping with one of {list(CHAMPION_POLICIES[1:])}, got {raw!r}")
+    kind, value = next(iter(raw.items()))
+    if kind not in CHAMPION_POLICIES[1:]:
+        raise _error(f"champion.{kind}", f"unknown policy (known: best, {', '.join(CHAMPION_POLICIES[1:])})")
+    value = _number(value, f"champion.{kind}")
+    if kind == "fastest_within" and value < 0:
+        raise _error("champion.fastest_within", f"must be at least 0 (a margin on {objectives[0].metric}), got {value}")
+    if kind == "max_latency_ms" and value <= 0:
+        raise _error("champion.max_latency_ms", f"must be positive, got {value}")
+    return ChampionPolicy(kind, float(value))
 
 
 def _check_family(family: Any, where: str) -> None:
@@ -572,10 +677,12 @@ def _parse_search(data: dict[str, Any], params: Mapping[str, Param]) -> SearchSe
     out = SearchSettings(algorithm=algorithm, seed=_int(data.get("seed", 0), "search.seed"))
     if data.get("n_startup_trials") is not None:
         out.n_startup_trials = _int(data["n_startup_trials"], "search.n_startup_trials", lo=0)
+    if data.get("population_size") is not None:
+        out.population_size = _int(data["population_size"], "search.population_size", lo=2)
     if algorithm == "grid":
         for p in params.values():
             if p.when:
-                raise _error(f"params.{p.key}.when", "conditions need an Optuna algorithm (tpe or random), not grid")
+                raise _error(f"params.{p.key}.when", "conditions need an Optuna algorithm (tpe, random, nsga2)")
     points = data.get("points_to_evaluate") or []
     if not isinstance(points, list):
         raise _error("search.points_to_evaluate", "expected a list of mappings")
@@ -638,9 +745,11 @@ def decode_choice(value: Any) -> Any:
 def make_searcher(space: SearchSpace, max_concurrent: int | None = None) -> SearchPlan:
     """Returns the search algorithm and the Tuner's param space for ``space``.
 
-    tpe/random: ``OptunaSearch`` over a ``DefineByRun`` space with metric and mode given to the searcher itself
-    (a define-by-run searcher ignores TuneConfig's) and an empty param space. grid: ``BasicVariantGenerator`` over a
-    param space with ``grid_search`` for every ``choice`` param and random domains for the rest.
+    tpe/random/nsga2: ``OptunaSearch`` over a ``DefineByRun`` space with metric and mode given to the searcher itself
+    (a define-by-run searcher ignores TuneConfig's) and an empty param space; with several objectives, metric and
+    mode are lists (Optuna's multi-objective study: TPE and NSGA-II model the Pareto front, random ignores it).
+    grid: ``BasicVariantGenerator`` over a param space with ``grid_search`` for every ``choice`` param and random
+    domains for the rest (it ignores the objectives; the record still keeps them).
 
     ``max_concurrent`` (default ``budget.max_concurrent_trials``) matters for grid only: Tune ignores
     ``TuneConfig.max_concurrent_trials`` for a ``BasicVariantGenerator``, so the limit must be given to it here. For
@@ -659,13 +768,20 @@ def make_searcher(space: SearchSpace, max_concurrent: int | None = None) -> Sear
             sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
                 multivariate=True, group=True, seed=space.search.seed, **kw
             )
+    elif space.search.algorithm == "nsga2":
+        kw = {} if space.search.population_size is None else {"population_size": space.search.population_size}
+        sampler = optuna.samplers.NSGAIISampler(seed=space.search.seed, **kw)
     else:
         sampler = optuna.samplers.RandomSampler(seed=space.search.seed)
     points = [{k: space.params[k].encode(v) for k, v in pt.items()} for pt in space.search.points_to_evaluate]
+    metric: str | list[str] = space.metric
+    mode: str | list[str] = space.mode
+    if space.multi_objective:  # Ray tells Optuna each objective's last reported value when the trial ends
+        metric, mode = [o.metric for o in space.objectives], [o.mode for o in space.objectives]
     searcher = OptunaSearch(
         space=DefineByRun(space.params.values(), space.constants()),
-        metric=space.metric,
-        mode=space.mode,
+        metric=metric,
+        mode=mode,
         sampler=sampler,
         points_to_evaluate=points or None,
     )
@@ -697,7 +813,8 @@ def _grid_plan(space: SearchSpace, max_concurrent: int) -> SearchPlan:
 
 
 def make_scheduler(space: SearchSpace, record_dir: str | Path | None = None) -> Any:
-    """Returns the trial scheduler; metric and mode are left to ``TuneConfig`` (giving both raises in Tune).
+    """Returns the trial scheduler; metric and mode are left to ``TuneConfig`` (giving both raises in Tune), which
+    gets the primary objective: ASHA is single-objective, so a multi-objective sweep prunes on the first one only.
 
     ASHA is ``asha.RecordingASHA``: with ``record_dir`` (the sweep folder) it records each trial it stops there.
     """

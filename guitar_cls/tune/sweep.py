@@ -6,7 +6,8 @@ and refuses data or splits that changed since it started, see ``sweep.json`` in 
 ``--name``. Both checks come before any Ray or data work.
 
 Everything the sweep leaves in its folder is written through ``tune.record`` (the sweep folder contract); the space's
-``metric`` and ``mode`` choose each trial's best checkpoint, the leaderboard order and the champion.
+``metric`` and ``mode`` (its primary objective) choose each trial's best checkpoint, the leaderboard order and ASHA's
+pruning; all its ``objectives`` go to Optuna and the record; its ``champion`` policy picks the trial registered.
 """
 
 from __future__ import annotations
@@ -329,18 +330,28 @@ def _finish(
     register: bool,
     promote: bool,
 ) -> dict[str, Any]:
-    """Writes the Optuna study, tests the best trial's best checkpoint, registers it (champion by the space's metric)
-    and returns the summary fields they add."""
+    """Writes the Optuna study, tests the trial the space's champion policy picks (its best checkpoint), registers it
+    (with the policy and its validation score and latency as version tags) and returns the summary fields they add:
+    ``best_trial`` is the picked trial, ``champion`` its policy, score, latency and why."""
     out: dict[str, Any] = {"optuna_storage": _export_study(setup, tracker)}
-    best = record.best_trial()
+    best, why = record.champion_trial()
     if best is None:
         tracker.finish("FAILED")
         raise RuntimeError(f"sweep {setup.name}: no trial reported a result; see {setup.experiment_path}")
+    policy = setup.space.champion.describe()
+    picked = {"trial_id": best.trial_id, "policy": policy, record.metric: best.best, "latency_ms": best.latency_ms}
+    log.info(
+        "sweep %s: champion policy %r picks trial %s: %s %.4f, latency %s ms (%s)", setup.name, policy,
+        best.trial_id, record.metric, best.best, "?" if best.latency_ms is None else f"{best.latency_ms:.2f}", why,
+    )  # fmt: skip
     checkpoint = best.checkpoint
     test = test_metrics(checkpoint, data.snippet_set("test"))
     tracker.log_metrics(test, prefix="best_trial/test/")
     tracker.log_metrics({"best_trial/" + record.best_key: float(best.best)})
-    out |= {"best_trial": best.trial_id, "checkpoint": str(checkpoint), "test": test}
+    if best.latency_ms is not None:
+        tracker.log_metrics({"best_trial/latency_ms": best.latency_ms})
+    out |= {"best_trial": best.trial_id, "champion": {**picked, "reason": why}, "checkpoint": str(checkpoint)}
+    out["test"] = test
     if register:
         out["registration"] = tracker.register(
             checkpoint,
@@ -350,6 +361,7 @@ def _finish(
             metric=record.test_metric,
             mode=record.mode,
             test_metrics=test,
+            selection={"policy": policy, record.metric: best.best, "latency_ms": best.latency_ms},
         )
     return out
 
@@ -425,19 +437,25 @@ def run_sweep(
         tracker.finish("KILLED")
         raise SweepInterrupted(f"sweep {setup.name} interrupted; rerun with --resume --name {setup.name} to continue")
     stops = read_asha_stops(sweep_dir)
-    trials = [trial_from_result(r, metric=space.metric, max_epochs=space.budget.max_epochs, asha_stops=stops)
-              for r in results]  # fmt: skip
+    objectives = [dataclasses.asdict(o) for o in space.objectives]
+    trials = [trial_from_result(r, metric=space.metric, max_epochs=space.budget.max_epochs, asha_stops=stops,
+                                objectives=objectives) for r in results]  # fmt: skip
     summary: dict[str, Any] = {
         "sweep": setup.name,
         "space_file": space_file,
         "metric": space.metric,
         "mode": space.mode,
+        "objectives": objectives,
+        "champion_policy": space.champion.describe(),
         **data.describe(),
         "wall_s": round(time.perf_counter() - t0, 1),
         "trials": len(trials),
         "errors": sum(t.status == "ERROR" for t in trials),
     }
-    record = SweepRecord(setup.name, space.metric, space.mode, space.budget.max_epochs, trials, summary)
+    record = SweepRecord(
+        setup.name, space.metric, space.mode, space.budget.max_epochs, trials, summary,
+        objectives=objectives, champion=space.champion.to_dict(),
+    )  # fmt: skip
     record.write(sweep_dir)
     tracker.log_artifact(sweep_dir / LEADERBOARD_CSV)
     summary.update(_finish(setup, record, data, tracker, register=register, promote=promote))
