@@ -4,6 +4,9 @@ The model folder carries the checkpoint (artifact ``checkpoint``), the run's ``s
 (artifact ``splits``) and a copy of the ``guitar_cls`` package (``code_paths``), so it loads and serves where
 guitar_cls is not installed; preprocessing runs inside the model (``predict.Classifier``). ``download_checkpoint``
 finds the checkpoint again in a downloaded model (``predict.Classifier.load`` of a ``models:/`` or ``runs:/`` URI).
+An ensemble of a sweep's trials (``GuitarNoteEnsemble``, ``log_ensemble_model``) carries its members' checkpoints
+(``member_<i>``) and their rule and weights (``ENSEMBLE_ARTIFACT``) instead, with the same input and output; it loads
+through ``mlflow.pyfunc.load_model`` only (``Classifier.load`` takes one checkpoint).
 
 Input: a DataFrame with, per row, either ``path`` (a WAV file on the serving machine; optional ``onset_sec`` and
 ``offset_sec`` pick one event of a recording) or ``audio`` (list of float samples) and ``sample_rate``. Output: a
@@ -27,6 +30,7 @@ the served model only.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import math
 import os
@@ -45,6 +49,7 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import AnyType, Array, ColSpec, Schema
 
+from guitar_cls.config import DataConfig
 from guitar_cls.data.audio import AudioError, check_sample_rate, read_span
 from guitar_cls.data.schema import LABELS
 from guitar_cls.predict import PROB_COLUMNS, Classifier, file_windows, wave_windows
@@ -85,6 +90,8 @@ OUTPUT_SCHEMA = Schema([*(ColSpec("double", c) for c in PROB_COLUMNS), ColSpec("
 
 CHECKPOINT_ARTIFACT = "checkpoint"  # the artifact key of the checkpoint file
 SPLITS_ARTIFACT = "splits"  # the artifact key of the run's splits.csv
+ENSEMBLE_ARTIFACT = "ensemble"  # an ensemble's rule and member weights (JSON); members are ``member_<i>``
+ENSEMBLE_FILE = "ensemble_members.json"  # the file name of that artifact
 AUDIO_ROOT_ENV = "GUITAR_CLS_AUDIO_ROOT"
 MAX_AUDIO_SEC_ENV = "GUITAR_CLS_MAX_AUDIO_SEC"
 DEFAULT_MAX_AUDIO_SEC = 60.0
@@ -105,6 +112,10 @@ def find_model_checkpoint(model_dir: str | Path) -> Path:
             if path.is_file():
                 return path
     found = sorted(model_dir.rglob("*.pt"))
+    if next(model_dir.rglob(ENSEMBLE_FILE), None) is not None:
+        raise FileNotFoundError(
+            f"{model_dir}: an ensemble of {len(found)} checkpoints, not one: load it with mlflow.pyfunc.load_model"
+        )
     if len(found) != 1:
         raise FileNotFoundError(f"{model_dir}: expected one guitar_cls checkpoint in the model, found {found}")
     return found[0]
@@ -133,6 +144,10 @@ class GuitarNoteModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.classifier = Classifier.load(context.artifacts[CHECKPOINT_ARTIFACT])
+        self._configure(context)
+
+    def _configure(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        """Reads the request limits (allowed audio folder, seconds per row) from the model config or environment."""
         config = dict(getattr(context, "model_config", None) or {})
         self.audio_root = allowed_root(config.get("audio_root") or os.environ.get(AUDIO_ROOT_ENV))
         limit = config.get("max_audio_sec") or os.environ.get(MAX_AUDIO_SEC_ENV) or DEFAULT_MAX_AUDIO_SEC
@@ -142,7 +157,11 @@ class GuitarNoteModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Returns ``prob_<label>...`` and ``label`` per input row; raises RequestError naming the first bad row."""
-        frame = pd.DataFrame(model_input).reset_index(drop=True)
+        return probability_frame(self._classify(pd.DataFrame(model_input), self.classifier))
+
+    def _classify(self, model_input: pd.DataFrame, classifier: Classifier) -> np.ndarray:
+        """Returns ``classifier``'s probabilities ``(n_rows, n_classes)``, each row read with its data settings."""
+        frame = model_input.reset_index(drop=True)
         n = len(frame)
 
         def column(name: str) -> list[Any]:
@@ -150,20 +169,20 @@ class GuitarNoteModel(mlflow.pyfunc.PythonModel):
 
         paths, onsets, offsets = column("path"), column("onset_sec"), column("offset_sec")
         audio, rates = column("audio"), column("sample_rate")
+        data_cfg = classifier.cfg.data
         windows = []
         for i in range(n):
             if not _missing(audio[i]):
-                windows.append(self._wave_windows(i, audio[i], rates[i]))
+                windows.append(self._wave_windows(i, audio[i], rates[i], data_cfg))
             elif not _missing(paths[i]):
-                windows.append(self._file_windows(i, paths[i], onsets[i], offsets[i]))
+                windows.append(self._file_windows(i, paths[i], onsets[i], offsets[i], data_cfg))
             else:
                 raise RequestError(f"row {i}: needs either 'path' or 'audio' + 'sample_rate'")
-        probs = np.asarray(self.classifier.classify_windows(windows), dtype=np.float64).reshape(n, len(LABELS))
-        out = pd.DataFrame(probs, columns=list(PROB_COLUMNS))
-        out["label"] = [LABELS[j] for j in probs.argmax(axis=1)]
-        return out
+        return np.asarray(classifier.classify_windows(windows), dtype=np.float64).reshape(n, len(LABELS))
 
-    def _wave_windows(self, i: int, samples: Any, rate: Any) -> tuple[list[np.ndarray], list[int]]:
+    def _wave_windows(
+        self, i: int, samples: Any, rate: Any, data_cfg: DataConfig
+    ) -> tuple[list[np.ndarray], list[int]]:
         if _missing(rate):
             raise RequestError(f"row {i}: 'audio' needs a 'sample_rate'")
         sr = _sample_rate(i, rate)
@@ -178,11 +197,13 @@ class GuitarNoteModel(mlflow.pyfunc.PythonModel):
         except (TypeError, ValueError):
             raise RequestError(f"row {i}: 'audio' must be a list of numbers") from None
         try:
-            return wave_windows(wave, sr, self.classifier.cfg.data)
+            return wave_windows(wave, sr, data_cfg)
         except AudioError as e:
             raise RequestError(f"row {i}: {e.reason}") from None
 
-    def _file_windows(self, i: int, raw: Any, onset: Any, offset: Any) -> tuple[list[np.ndarray], list[int]]:
+    def _file_windows(
+        self, i: int, raw: Any, onset: Any, offset: Any, data_cfg: DataConfig
+    ) -> tuple[list[np.ndarray], list[int]]:
         path = resolve_request_path(i, raw, self.audio_root)
         event = not (_missing(onset) or _missing(offset))
         try:
@@ -191,19 +212,46 @@ class GuitarNoteModel(mlflow.pyfunc.PythonModel):
             raise RequestError(f"row {i}: 'onset_sec' and 'offset_sec' must be numbers") from None
         except (RuntimeError, OSError):
             raise RequestError(f"row {i}: unreadable audio file") from None
-        _, _, max_read = read_span(0.0, span, self.classifier.cfg.data)  # None: the whole span is read
+        _, _, max_read = read_span(0.0, span, data_cfg)  # None: the whole span is read
         seconds = span if max_read is None else min(span, max_read)
         if seconds > self.max_audio_sec:
             raise RequestError(f"row {i}: {seconds:.1f} s of audio; the limit is {self.max_audio_sec:g} s per row")
         try:
-            return file_windows(
-                path, float(onset) if event else None, float(offset) if event else None, self.classifier.cfg.data
-            )
+            return file_windows(path, float(onset) if event else None, float(offset) if event else None, data_cfg)
         except AudioError as e:
             # reasons that carry a library's or the system's message are cut to their first words
             raise RequestError(f"row {i}: {e.reason.split(':')[0]}") from None
         except (RuntimeError, OSError, ValueError):
             raise RequestError(f"row {i}: unreadable audio file") from None
+
+
+class GuitarNoteEnsemble(GuitarNoteModel):
+    """Pyfunc model of several checkpoints whose probabilities are combined (``ensemble.combine``): the artifacts are
+    the members (``member_<i>``) and ``ENSEMBLE_ARTIFACT``, a JSON file with the rule and each member's weight. Same
+    input, output and request limits as ``GuitarNoteModel``; each member reads the audio with its own data settings."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        spec = json.loads(Path(context.artifacts[ENSEMBLE_ARTIFACT]).read_text())
+        self.rule = str(spec["rule"])
+        self.members = [Classifier.load(context.artifacts[m["artifact"]]) for m in spec["members"]]
+        self.weights = np.asarray([float(m["weight"]) for m in spec["members"]])
+        self._configure(context)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Returns the combined ``prob_<label>...`` and ``label`` per input row (RequestError as GuitarNoteModel)."""
+        from guitar_cls.ensemble import combine
+
+        frame = pd.DataFrame(model_input)
+        probs = np.stack([self._classify(frame, member) for member in self.members])  # (M, N, C)
+        return probability_frame(combine(probs, self.weights, self.rule))
+
+
+def probability_frame(probs: np.ndarray) -> pd.DataFrame:
+    """Returns the served output of probabilities ``(N, C)``: ``prob_<label>...`` and the arg-max ``label``."""
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1, len(LABELS))
+    out = pd.DataFrame(probs, columns=list(PROB_COLUMNS))
+    out["label"] = [LABELS[j] for j in probs.argmax(axis=1)]
+    return out
 
 
 def _sample_rate(i: int, rate: Any) -> int:
@@ -333,3 +381,66 @@ def log_pyfunc_model(
             registered_model_name=registered_model_name,
             model_config={"audio_root": str(audio_root or ""), "max_audio_sec": float(max_audio_sec)},
         )
+
+
+def log_ensemble_model(
+    checkpoints: list[str | Path],
+    weights: list[float],
+    rule: str,
+    *,
+    name: str = "model",
+    registered_model_name: str | None = None,
+    input_example: pd.DataFrame | None = None,
+    splits_csv: str | Path | None = None,
+    audio_root: str | Path | None = None,
+    max_audio_sec: float = DEFAULT_MAX_AUDIO_SEC,
+    members: list[dict[str, Any]] | None = None,
+) -> ModelInfo:
+    """Returns the ModelInfo of the checkpoints logged as one ``GuitarNoteEnsemble`` pyfunc model (into the active
+    run), registered under ``registered_model_name`` when given; arguments as ``log_pyfunc_model``.
+
+    Args:
+        checkpoints: the members' checkpoint files or run folders; each becomes artifact ``member_<i>``.
+        weights: one per member (the combination normalises them).
+        rule: ``mean`` (of probabilities) or ``logit`` (of log-probabilities), see ``ensemble.combine``.
+        members: extra facts per member kept in the JSON (e.g. trial ids).
+    """
+    if len(checkpoints) != len(weights) or not checkpoints:
+        raise ValueError(f"{len(checkpoints)} checkpoints but {len(weights)} weights")
+    artifacts = {f"member_{i}": str(checkpoint_file(c)) for i, c in enumerate(checkpoints)}
+    extra = members or [{} for _ in checkpoints]
+    spec = {
+        "rule": rule,
+        "members": [{**info, "artifact": key, "weight": float(w)} for (key, w, info) in zip(artifacts, weights, extra)],
+    }
+    if splits_csv is not None:
+        artifacts[SPLITS_ARTIFACT] = str(splits_csv)
+    with tempfile.TemporaryDirectory(prefix="guitar_cls_code_") as tmp:
+        spec_path = Path(tmp) / ENSEMBLE_FILE
+        spec_path.write_text(json.dumps(spec, indent=2))
+        artifacts[ENSEMBLE_ARTIFACT] = str(spec_path)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=GuitarNoteEnsemble(),
+            artifacts=artifacts,
+            code_paths=[str(_package_copy(Path(tmp)))],
+            signature=signature(),
+            input_example=input_example,
+            pip_requirements=pip_requirements(),
+            registered_model_name=registered_model_name,
+            model_config={"audio_root": str(audio_root or ""), "max_audio_sec": float(max_audio_sec)},
+        )
+
+
+def score_model(model_uri: str, events: pd.DataFrame, y_true: np.ndarray, metric: str = "balanced_accuracy") -> float:
+    """Returns ``metric`` (a key of ``classification_metrics``) of the pyfunc model at ``model_uri`` on ``events``
+    (``path`` absolute, ``onset_sec``, ``offset_sec``: raw WAV paths, as a client sends them) against ``y_true``.
+
+    The served model reads files only under the folder its operator allows: here the one holding these files.
+    """
+    from guitar_cls.train.metrics import classification_metrics
+
+    folders = [os.path.dirname(os.path.realpath(f)) for f in events["path"]]
+    config = {"audio_root": os.path.commonpath(folders)} if folders else {}
+    pred = mlflow.pyfunc.load_model(model_uri, model_config=config).predict(events)
+    return float(classification_metrics(y_true, pred[list(PROB_COLUMNS)].to_numpy(float))[metric])
