@@ -1,6 +1,7 @@
-"""Benchmarks that print one JSON line each: duration-baseline, featurize, train, latency.
+"""Benchmarks that print one JSON line each.
 
-Usage: python jobs/benchmark.py {duration-baseline,featurize,train,latency} [options]
+Usage: python jobs/benchmark.py NAME [options], NAME one of: duration-baseline, featurize, train, profile, latency,
+segmentation, domain-gap, search
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ COMMANDS = {
     "latency": "guitar_cls.benchmarks.latency",
     "segmentation": "guitar_cls.benchmarks.segmentation",
     "domain-gap": "guitar_cls.benchmarks.domain_gap",
+    "search": "guitar_cls.benchmarks.search",
 }
 
 
