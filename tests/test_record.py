@@ -89,7 +89,8 @@ def test_leaderboard_best_trial_and_pareto_follow_metric_and_mode(mode: str) -> 
     assert record.best_trial().trial_id == ("full0000" if mode == "max" else "asha0000")  # errors never win
     assert record.test_metric == "macro_f1"
     front = rec.pareto_front(board.assign(latency_ms=range(len(board))), METRIC, mode)
-    assert front["trial_id"].iloc[0] == board["trial_id"].iloc[0]  # the best is on the front
+    assert front["trial_id"].iloc[0] == record.best_trial().trial_id  # the best is on the front
+    assert "error000" not in set(front["trial_id"])  # a failed trial is no model to deploy
 
 
 def test_legacy_leaderboard_csv_is_read(tmp_path: Path) -> None:

@@ -237,13 +237,15 @@ def pareto_front(
     one), fastest first when latency is an objective, else best first on the first objective.
 
     ``objectives`` (``[{metric, mode}]``, the primary first; columns by ``objective_column``) default to ``metric``
-    in ``mode`` and latency (lower), the accuracy/latency view of a single-objective sweep. Trials missing a value
-    of any objective are left out.
+    in ``mode`` and latency (lower), the accuracy/latency view of a single-objective sweep. Failed trials (``ERROR``:
+    no model to deploy) and trials missing a value of any objective are left out.
     """
     objectives = list(objectives or [{"metric": metric, "mode": mode}, {"metric": LATENCY, "mode": "min"}])
     primary = objectives[0]["metric"]
     columns = [objective_column(o["metric"], primary) for o in objectives]
     ok = board.dropna(subset=columns)
+    if "status" in ok:
+        ok = ok[ok["status"] != "ERROR"]
     signs = np.array([1.0 if o["mode"] == "max" else -1.0 for o in objectives])
     scores = ok[columns].to_numpy(float).reshape(len(ok), len(columns)) * signs  # (N, K), higher is better on each
     keep = [
