@@ -486,3 +486,37 @@ def test_importing_the_report_imports_no_ray() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_multi_objective_sweep_shows_its_own_front_and_the_policy_pick(tmp_path: Path) -> None:
+    # Three objectives: f2a3b4c5 is beaten on accuracy and latency but leads on the third, so it is on the front.
+    out = write_sweep(tmp_path)
+    sweep_dir = out / "sweeps" / "fake"
+    record = SweepRecord.read(sweep_dir)
+    record.objectives = [
+        {"metric": METRIC, "mode": "max"},
+        {"metric": "latency_ms", "mode": "min"},
+        {"metric": "val/macro_f1", "mode": "max"},
+    ]
+    record.champion = {"kind": "fastest_within", "value": 0.05}
+    f1 = {"a1b2c3d4": 0.80, "00123456": 0.79, "b8c9d0e1": 0.78, "f2a3b4c5": 0.90}
+    for t in record.trials:
+        t.values = {METRIC: t.best, "latency_ms": t.latency_ms, "val/macro_f1": f1[t.trial_id]}
+    picked, why = record.champion_trial()
+    assert picked.trial_id == "00123456"  # 0.86 is within 0.05 of 0.90, at 8 ms instead of 20
+    record.summary |= {
+        "best_trial": picked.trial_id,
+        "champion": {"trial_id": picked.trial_id, "policy": "fastest_within: 0.05", METRIC: picked.best,
+                     "latency_ms": picked.latency_ms, "reason": why},
+    }  # fmt: skip
+    record.write(sweep_dir)
+    report = rp.build_report("fake", tmp_path / "report", output_dir=out, evaluate_champion=False)
+    assert report.front["trial_id"].tolist() == ["00123456", "f2a3b4c5", "a1b2c3d4"]  # fastest first
+    text = report.path.read_text()
+    front = section(text, "Pareto front")
+    assert "ASHA is single-objective and pruned on the first one only (val/balanced_accuracy)" in front
+    assert "| trial | family | best val BA | latency ms | last/val/macro_f1 |" in front
+    assert "| f2a3b4c5 | resnet | 0.6500 | 10.0 | 0.9000 |" in front
+    champion = section(text, "Champion on the test split")
+    assert "policy `fastest_within: 0.05` picked trial **00123456**" in champion and "latency 8.00 ms" in champion
+    assert report.sweep.best["trial_id"] == "00123456"
