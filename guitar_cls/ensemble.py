@@ -328,6 +328,20 @@ def _describe(client: Any, outcome: dict[str, Any], title: str, used: list[dict[
     client.update_model_version(name, version, description="\n".join([first, *text.split("\n")[1:]]))
 
 
+def _warn_if_data_changed(sweep_dir: Path, fingerprint: str) -> None:
+    """Logs a warning when the metadata table differs from the one the sweep started on (``SWEEP_START``): the
+    ensemble's ``data_hash`` then differs from the sweep's versions, so ``register`` does not compare them."""
+    from guitar_cls.tune.record import SWEEP_START
+
+    try:
+        recorded = json.loads((sweep_dir / SWEEP_START).read_text()).get("data_fingerprint")
+    except (OSError, ValueError):
+        return
+    if recorded and recorded != fingerprint:
+        log.warning("sweep %s: the metadata table changed since the sweep (%s... -> %s...): the champion will not be "
+                    "compared with the ensemble", sweep_dir.name, recorded[:12], fingerprint[:12])  # fmt: skip
+
+
 def build_ensemble(
     sweep: str,
     *,
@@ -354,6 +368,7 @@ def build_ensemble(
     record = SweepRecord.read(sweep_dir)
     trials = top_trials(record, top)
     events = sweep_events(sweep_dir, record.summary)
+    _warn_if_data_changed(sweep_dir, events.fingerprint)
     summary, test_ok, cfg = evaluate_ensemble(record, trials, events, method)
     metric = summary["metric"]
     summary = {

@@ -133,6 +133,16 @@ def test_job_registers_an_ensemble_that_predicts_on_a_wav_path(fake_sweep: dict,
     assert run.data.tags["mlflow.parentRunId"] == tracker.run_id
     assert run.data.metrics["test/balanced_accuracy"] == pytest.approx(saved["test"]["balanced_accuracy"])
 
+    # the sweep report's section, read from ensemble.json
+    from types import SimpleNamespace
+
+    from guitar_cls.report.markdown import ensemble_section
+
+    text = "\n".join(ensemble_section(SimpleNamespace(sweep_dir=fake_sweep["sweep_dir"])))
+    assert text.startswith("## Ensemble") and f"{saved['gain']:+.4f} over the best member" in text
+    assert f"v2; champion: {'yes' if reg['champion'] else 'no'}" in text
+    assert ensemble_section(SimpleNamespace(sweep_dir=fake_sweep["out"])) == []  # no ensemble: no section
+
     # raw audio in through mlflow.pyfunc: a WAV path, the same columns as a single model, the members' mean
     wav = sorted(fake_sweep["demo"].rglob("*.wav"))[0]
     model = mlflow.pyfunc.load_model(f"models:/{name}/2", model_config={"audio_root": str(fake_sweep["demo"])})

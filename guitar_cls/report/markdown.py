@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from guitar_cls.data.schema import LABELS
+from guitar_cls.ensemble import ENSEMBLE_FILE
 from guitar_cls.evaluate import most_confused
 from guitar_cls.tune.record import LATENCY, objective_column
 
@@ -335,6 +337,38 @@ def _breakdown_lines(eval_dir: Path) -> list[str]:
     return lines
 
 
+def ensemble_section(sweep: SweepData, c: ReportContent | None = None) -> list[str]:
+    """The last ``jobs/ensemble.py`` outcome (``ensemble.json`` in the sweep folder); nothing when there is none."""
+    path = Path(sweep.sweep_dir) / ENSEMBLE_FILE
+    if not path.is_file():
+        return []
+    e = json.loads(path.read_text())
+    metric = e["metric"]
+    keys = list(dict.fromkeys(["balanced_accuracy", metric]))
+    members = ", ".join(f"{m['trial_id']} ({m['weight']:.2f})" for m in e["members"] if m["weight"] > 0)
+    rows = [
+        [who, *(metric_cell(scores[k], 4) for k in keys), f"{ms:.2f}"]
+        for who, scores, ms in (
+            ("ensemble", e["test"], e["latency_ms"]),
+            ("best member", e["best_member_test"], e["best_member_latency_ms"]),
+        )
+    ]
+    reg = e.get("registration") or {}
+    out = [
+        "## Ensemble",
+        "",
+        f"`jobs/ensemble.py --top {e['top']} --method {e['method']}`: {e['rule']} of {members} (weights). Test "
+        f"{metric} {e['gain']:+.4f} over the best member, at {e['latency_ratio']:.1f}x its CPU latency (ms per 1-s "
+        "snippet, one thread).",
+        "",
+        markdown_table(["model", *(f"test {k}" for k in keys), "latency ms"], rows),
+    ]
+    if reg:
+        out += ["", f"Registered as {reg['model']} v{reg['version']}; champion: {'yes' if reg['champion'] else 'no'} "
+                f"({reg['reason']})."]  # fmt: skip
+    return out
+
+
 SECTIONS = (
     header_section,
     recommendations_section,
@@ -345,6 +379,7 @@ SECTIONS = (
     curves_section,
     pareto_section,
     champion_section,
+    ensemble_section,
 )
 
 
