@@ -148,7 +148,7 @@ def header_section(sweep: SweepData, c: ReportContent) -> list[str]:
             + (f" Trials ranked by {sweep.metric} ({sweep.mode})." if sweep.metric != "val/balanced_accuracy" else "")
         )
     if sweep.multi_objective:
-        out.append(f"Objectives: {objectives_text(sweep.objectives)}; {asha_note(sweep)}")
+        out.append(f"Objectives: {objectives_text(sweep.objectives)}. {asha_note(sweep)}")
     return out
 
 
@@ -160,7 +160,7 @@ def objectives_text(objectives: list[dict[str, str]]) -> str:
 def asha_note(sweep: SweepData) -> str:
     """Returns what pruned a multi-objective sweep's trials: ASHA is single-objective."""
     if sweep.space is not None and sweep.space.scheduler.type != "asha":
-        return "no trial was pruned early by the scheduler."
+        return f"No trial was pruned early: the {sweep.space.scheduler.type} scheduler stops none."
     return (
         f"ASHA is single-objective and pruned on the first one only ({sweep.metric}): a fast trial that was weak at a "
         "rung was stopped even if it would have been on the front."
@@ -261,7 +261,7 @@ def champion_section(sweep: SweepData, c: ReportContent) -> list[str]:
     if picked:
         latency = picked.get("latency_ms")
         out += [
-            f"Champion policy `{picked.get('policy')}` picked trial **{picked.get('trial_id')}**: validation "
+            f"Champion policy `{picked.get('policy')}` picked trial **{picked.get('trial_id')}**: "
             f"{sweep.metric} {metric_cell(picked.get(sweep.metric), 4)}, CPU latency "
             f"{'–' if latency is None else f'{float(latency):.2f}'} ms ({picked.get('reason', '')}).",
             "",
