@@ -125,12 +125,19 @@ class Classifier:
         """Returns the Classifier of a checkpoint file or run folder, or of an MLflow model URI
         (``models:/guitar-note-classifier@champion``, ``runs:/<id>/model``; the model is downloaded)."""
         if is_model_uri(str(source)):
-            from guitar_cls.pyfunc import download_checkpoint
+            import mlflow
+
+            from guitar_cls.pyfunc import find_ensemble, find_model_checkpoint
 
             with tempfile.TemporaryDirectory(prefix="guitar_cls_model_") as tmp:
-                return cls._from_checkpoint(
-                    download_checkpoint(str(source), Path(tmp)), device, batch_size, str(source)
-                )
+                local = mlflow.artifacts.download_artifacts(artifact_uri=str(source), dst_path=tmp)
+                ensemble = find_ensemble(local)
+                if ensemble is not None:  # a registered sweep ensemble (jobs/ensemble.py)
+                    rule, members = ensemble
+                    loaded = [cls._from_checkpoint(p, device, batch_size, f"{source} member {i}")
+                              for i, (p, _) in enumerate(members)]  # fmt: skip
+                    return EnsembleClassifier(loaded, [w for _, w in members], rule, source=str(source))  # type: ignore[return-value]
+                return cls._from_checkpoint(find_model_checkpoint(local), device, batch_size, str(source))
         return cls._from_checkpoint(checkpoint_file(source), device, batch_size, str(source))
 
     @classmethod
@@ -186,6 +193,71 @@ class Classifier:
         windows, reasons = files_windows(paths, onsets, offsets, self.cfg.data)
         _check(reasons, on_error, [str(p) for p in paths])
         return self.classify_windows(windows)
+
+
+class EnsembleClassifier:
+    """Several Classifiers whose probabilities are combined (``ensemble.combine``: ``rule`` mean or logit, member
+    ``weights``): what ``Classifier.load`` returns for an ensemble registered by ``jobs/ensemble.py``, so evaluate,
+    predict and review take it like one model. Files and waveforms are read by each member with its own data settings;
+    prepared windows need one data setting shared by all members. There is no single network to export, time or
+    explain (``model`` / ``frontend`` raise)."""
+
+    labels: tuple[str, ...] = LABELS
+
+    def __init__(self, members: Sequence[Classifier], weights: Sequence[float], rule: str, *, source: str = "") -> None:
+        if not members or len(members) != len(weights):
+            raise ValueError(f"an ensemble needs one weight per member, got {len(members)} members, {len(weights)}")
+        self.members, self.weights, self.rule = list(members), np.asarray(weights, dtype=np.float64), rule
+        self.cfg = members[0].cfg  # the data and split settings the callers read (shared within one sweep)
+        self.splits = members[0].splits
+        self.source = source
+
+    def _no_single(self, what: str) -> Any:
+        raise TypeError(
+            f"{self.source}: an ensemble of {len(self.members)} models has no single {what}; export, time or explain "
+            "one member (its checkpoint) instead"
+        )
+
+    @property
+    def model(self) -> nn.Module:
+        return self._no_single("model")
+
+    @property
+    def frontend(self) -> nn.Module:
+        return self._no_single("front end")
+
+    def _combine(self, probs: list[np.ndarray]) -> np.ndarray:
+        from guitar_cls.ensemble import combine
+
+        return combine(np.stack(probs), self.weights, self.rule).astype(np.float32)
+
+    def classify_windows(self, items: Sequence[Windows | None]) -> np.ndarray:
+        """Returns the combined probabilities ``(N, 3)`` of prepared windows (ValueError if the members' data
+        settings differ: then classify files or waveforms)."""
+        first = _preprocessing(self.cfg.data)
+        if any(_preprocessing(m.cfg.data) != first for m in self.members[1:]):
+            raise ValueError(f"{self.source}: the members prepare audio differently; classify files or waves instead")
+        return self._combine([m.classify_windows(items) for m in self.members])
+
+    def classify_waves(self, items: Sequence[tuple[np.ndarray, int]], *, on_error: str = "raise") -> np.ndarray:
+        """Returns the combined probabilities ``(N, 3)`` of ``(wave, sample_rate)`` notes (as ``Classifier``)."""
+        return self._combine([m.classify_waves(items, on_error=on_error) for m in self.members])
+
+    def classify_files(
+        self,
+        paths: Sequence[str | Path],
+        onsets: Sequence[float | None] | None = None,
+        offsets: Sequence[float | None] | None = None,
+        *,
+        on_error: str = "raise",
+    ) -> np.ndarray:
+        """Returns the combined probabilities ``(N, 3)`` of note files or events (as ``Classifier``)."""
+        return self._combine([m.classify_files(paths, onsets, offsets, on_error=on_error) for m in self.members])
+
+
+def _preprocessing(data_cfg: DataConfig) -> tuple[Any, ...]:
+    """Returns the data settings that decide how a note becomes model windows."""
+    return (data_cfg.sample_rate, data_cfg.normalize, data_cfg.min_duration, data_cfg.max_duration, data_cfg.long_notes)
 
 
 def predict_files(clf: Classifier, paths_or_dirs: Sequence[str | Path]) -> pd.DataFrame:

@@ -121,6 +121,20 @@ def find_model_checkpoint(model_dir: str | Path) -> Path:
     return found[0]
 
 
+def find_ensemble(model_dir: str | Path) -> tuple[str, list[tuple[Path, float]]] | None:
+    """Returns ``(rule, [(member checkpoint, weight), ...])`` of a downloaded ensemble pyfunc model folder (per its
+    MLmodel and ``ENSEMBLE_ARTIFACT``), or None when the folder holds a single-checkpoint model."""
+    for mlmodel in sorted(Path(model_dir).rglob("MLmodel")):
+        flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function", {})
+        artifacts = flavor.get("artifacts") or {}
+        if ENSEMBLE_ARTIFACT not in artifacts:
+            continue
+        paths = {k: mlmodel.parent / (v["path"] if isinstance(v, dict) else v) for k, v in artifacts.items()}
+        spec = json.loads(paths[ENSEMBLE_ARTIFACT].read_text())
+        return str(spec["rule"]), [(paths[m["artifact"]], float(m["weight"])) for m in spec["members"]]
+    return None
+
+
 def download_checkpoint(model_uri: str, dst: Path) -> Path:
     """Returns the checkpoint file of the MLflow model at ``model_uri`` after downloading the model into ``dst``."""
     return find_model_checkpoint(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))

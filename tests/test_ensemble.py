@@ -14,7 +14,7 @@ import pytest
 from test_predict import tiny_checkpoint
 
 from guitar_cls.ensemble import combine, greedy_weights
-from guitar_cls.predict import PROB_COLUMNS
+from guitar_cls.predict import PROB_COLUMNS, Classifier, EnsembleClassifier
 
 # Three rows, true classes 0, 1, 2. A is right on rows 0 and 2, B on rows 1 and 2, C on none. A + B averaged is wrong
 # on row 0 (B is too sure of class 1 there); 2 A + B is right everywhere.
@@ -101,7 +101,6 @@ def fake_sweep(tmp_path: Path, tiny_demo: Path, monkeypatch: pytest.MonkeyPatch)
 def test_job_registers_an_ensemble_that_predicts_on_a_wav_path(fake_sweep: dict, capsys) -> None:
     import importlib.util
 
-    from guitar_cls.predict import Classifier
     from guitar_cls.tracking import CHAMPION, DATA_TAG, SPLITS_TAG
 
     spec = importlib.util.spec_from_file_location("ensemble_job", Path(__file__).parents[1] / "jobs" / "ensemble.py")
@@ -150,3 +149,10 @@ def test_job_registers_an_ensemble_that_predicts_on_a_wav_path(fake_sweep: dict,
     assert list(pred.columns) == [*PROB_COLUMNS, "label"]
     members = np.stack([Classifier.load(m["checkpoint"]).classify_files([wav], [0.5], [1.0]) for m in saved["members"]])
     np.testing.assert_allclose(pred[list(PROB_COLUMNS)].to_numpy(), members.mean(axis=0), atol=1e-5)
+
+    # and like one model through Classifier.load (evaluate, predict, review): combined, but no single network
+    clf = Classifier.load(f"models:/{name}/2")
+    assert isinstance(clf, EnsembleClassifier) and len(clf.members) == len(saved["members"])
+    np.testing.assert_allclose(clf.classify_files([wav], [0.5], [1.0]), members.mean(axis=0), atol=1e-5)
+    with pytest.raises(TypeError, match="no single model"):
+        _ = clf.model
