@@ -384,17 +384,33 @@ def log_pyfunc_model(
     if splits is not None:
         artifacts[SPLITS_ARTIFACT] = str(splits)
     with tempfile.TemporaryDirectory(prefix="guitar_cls_code_") as tmp:
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=GuitarNoteModel(),
-            artifacts=artifacts,
-            code_paths=[str(_package_copy(Path(tmp)))],
-            signature=signature(),
-            input_example=input_example,
-            pip_requirements=pip_requirements(),
-            registered_model_name=registered_model_name,
-            model_config={"audio_root": str(audio_root or ""), "max_audio_sec": float(max_audio_sec)},
-        )
+        return _log(GuitarNoteModel(), artifacts, Path(tmp), name, registered_model_name, input_example,
+                    audio_root, max_audio_sec)  # fmt: skip
+
+
+def _log(
+    python_model: mlflow.pyfunc.PythonModel,
+    artifacts: dict[str, str],
+    tmp: Path,
+    name: str,
+    registered_model_name: str | None,
+    input_example: Any,
+    audio_root: str | Path | None,
+    max_audio_sec: float,
+) -> ModelInfo:
+    """Logs ``python_model`` with its artifacts, this package's code (copied under ``tmp``), our signature and
+    requirements, and the serving limits as model config."""
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=python_model,
+        artifacts=artifacts,
+        code_paths=[str(_package_copy(tmp))],
+        signature=signature(),
+        input_example=input_example,
+        pip_requirements=pip_requirements(),
+        registered_model_name=registered_model_name,
+        model_config={"audio_root": str(audio_root or ""), "max_audio_sec": float(max_audio_sec)},
+    )
 
 
 def log_ensemble_model(
@@ -433,17 +449,8 @@ def log_ensemble_model(
         spec_path = Path(tmp) / ENSEMBLE_FILE
         spec_path.write_text(json.dumps(spec, indent=2))
         artifacts[ENSEMBLE_ARTIFACT] = str(spec_path)
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=GuitarNoteEnsemble(),
-            artifacts=artifacts,
-            code_paths=[str(_package_copy(Path(tmp)))],
-            signature=signature(),
-            input_example=input_example,
-            pip_requirements=pip_requirements(),
-            registered_model_name=registered_model_name,
-            model_config={"audio_root": str(audio_root or ""), "max_audio_sec": float(max_audio_sec)},
-        )
+        return _log(GuitarNoteEnsemble(), artifacts, Path(tmp), name, registered_model_name, input_example,
+                    audio_root, max_audio_sec)  # fmt: skip
 
 
 def score_model(model_uri: str, events: pd.DataFrame, y_true: np.ndarray, metric: str = "balanced_accuracy") -> float:
