@@ -162,8 +162,8 @@ def asha_note(sweep: SweepData) -> str:
     if sweep.space is not None and sweep.space.scheduler.type != "asha":
         return f"No trial was pruned early: the {sweep.space.scheduler.type} scheduler stops none."
     return (
-        f"ASHA is single-objective and pruned on the first one only ({sweep.metric}): a fast trial that was weak at a "
-        "rung was stopped even if it would have been on the front."
+        f"ASHA is single-objective and pruned on the first one only ({sweep.metric}): a fast trial weak at a rung "
+        "is stopped even if it would have been on the front."
     )
 
 
