@@ -204,3 +204,45 @@ def test_the_optuna_study_has_both_directions(tmp_path: Path) -> None:
     assert by_id["near"].values == [0.895, 4.0]
     assert by_id["untimed"].state == optuna.trial.TrialState.FAIL  # no latency: not a point of the front
     assert {t.user_attrs["tune_trial_id"] for t in study.best_trials} == {"fast", "nearfast", "near", "top"}
+
+
+# ---------------------------------------------------------------------------------------------------- the registry
+
+
+def test_the_registered_version_carries_the_policy_and_both_numbers(monkeypatch, tmp_path: Path) -> None:
+    """``SweepTracker.register`` with a stand-in registry client (no store, no model logged)."""
+    import contextlib
+    from types import SimpleNamespace
+
+    import mlflow
+
+    from guitar_cls import pyfunc, tracking
+    from guitar_cls.config import Config
+
+    tags: dict[tuple[str, str], str] = {}
+
+    class Client:
+        def set_model_version_tag(self, name, version, key, value):
+            tags[(version, key)] = value
+
+        def get_model_version_by_alias(self, name, alias):
+            raise mlflow.exceptions.MlflowException("no alias")
+
+        def log_metric(self, *a, **k):
+            pass
+
+        def update_model_version(self, *a, **k):
+            pass
+
+    logged = SimpleNamespace(registered_model_version=7, model_uri="models:/m-1")
+    monkeypatch.setattr(pyfunc, "log_pyfunc_model", lambda *a, **k: logged)
+    monkeypatch.setattr(tracking, "checkpoint_sample_rate", lambda checkpoint: 22050)
+    monkeypatch.setattr(tracking.mlflow, "start_run", lambda **k: contextlib.nullcontext())
+    tracker = object.__new__(tracking.SweepTracker)
+    tracker.cfg, tracker.client, tracker.run_id, tracker.tags = Config(), Client(), "parent", {"sweep": "mo"}
+    monkeypatch.setattr(tracker, "_set_champion_if", lambda *a: True)
+    selection = {"policy": "fastest_within: 0.01", METRIC: 0.8905, "latency_ms": 2.5}
+    out = tracker.register(tmp_path / "best.pt", lambda uri: 0.9, selection=selection)
+    assert out["champion"] and out["version"] == "7"
+    assert tags[("7", "champion_policy")] == "fastest_within: 0.01"
+    assert tags[("7", f"selection/{METRIC}")] == "0.8905" and tags[("7", "selection/latency_ms")] == "2.5"
