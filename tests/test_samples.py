@@ -8,6 +8,7 @@ import pytest
 
 from guitar_cls.data import synth
 from guitar_cls.data.samples import (
+    DRIVEN,
     HARMONICS_TRANSPOSE,
     PROGRAM_HARMONICS,
     SAMPLE_GUITARS,
@@ -112,3 +113,17 @@ def test_rendering_is_deterministic_per_seed(renderer):
     a = render_sample_note(note, SAMPLE_GUITARS[0], renderer, np.random.default_rng(3))
     b = render_sample_note(note, SAMPLE_GUITARS[0], renderer, np.random.default_rng(3))
     assert np.array_equal(a, b) and np.abs(a).max() == pytest.approx(1.0)
+
+
+def test_harmonics_and_mutes_go_through_the_driven_instruments_amp(renderer):
+    def bright(y: np.ndarray) -> float:  # share of the energy above 4 kHz
+        f, s = _spectrum(y, 0.0, 0.4)
+        return float((s[f > 4000] ** 2).sum() / (s**2).sum())
+
+    clean = next(g for g in SAMPLE_GUITARS if g.program not in DRIVEN)
+    distorted = next(g for g in SAMPLE_GUITARS if g.program == max(DRIVEN))
+    for tech, fret in (("harmonic", 12), ("palm_mute", 5)):
+        note = _note(tech, 2, fret, 0.4)
+        a = render_sample_note(note, clean, renderer, np.random.default_rng(0))
+        b = render_sample_note(note, distorted, renderer, np.random.default_rng(0))
+        assert bright(b) > 2 * bright(a), tech  # the same preset and draw, now through the amp: new overtones

@@ -53,6 +53,11 @@ SAMPLE_GUITARS: tuple[SampleGuitar, ...] = (
 )
 
 
+# the amp drive (tanh gain on the peak-normalised note) of the overdrive and distortion instruments, for the notes
+# their own preset does not play
+DRIVEN: dict[int, tuple[float, float]] = {29: (2.0, 5.0), 30: (4.0, 12.0)}
+
+
 class NoteLike(Protocol):
     """What the renderer reads of a planned note (``synth._Note`` has these)."""
 
@@ -233,4 +238,10 @@ def render_sample_note(
             amount = float(rng.choice([-1, 1]) * rng.integers(2, 8))
             bend = _glide(t0, t0 + rng.uniform(0.3, 0.8) * (dur - t0), amount)
         y = renderer.note(guitar.program, key, dur, velocity=vel, bend=bend, tail=rng.uniform(0.3, 1.5))
+    if guitar.program in DRIVEN and tech in ("harmonic", "palm_mute"):
+        # the Harmonics and Mutes presets are clean recordings: through the same amp as the instrument's own notes
+        # they distort too (else distortion alone would tell a general note in these recordings); dead notes stay
+        # clean, as the compression would lift their tail into a ring they do not have
+        lo, hi = DRIVEN[guitar.program]
+        y = np.tanh(rng.uniform(lo, hi) * y / (np.abs(y).max() + 1e-12))
     return note.velocity * y / (np.abs(y).max() + 1e-12)
