@@ -451,7 +451,7 @@ def _muted_strum(note: _Note, voice: Any, rng: np.random.Generator) -> np.ndarra
 
 SOURCES: tuple[str, ...] = ("synth", "samples")
 DEMO_MARKER = ".guitar_cls_demo.json"
-DEMO_VERSION = 3  # 1: synthesized only; 2: + sample-based, domain-randomized; 3: truer harmonics and palm mutes
+DEMO_VERSION = 4  # 1: synth only; 2: + sample-based, randomized; 3: truer harmonics, palm mutes; 4: amp on samples
 
 
 def demo_settings(out_dir: str | Path) -> dict[str, Any] | None:
