@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from guitar_cls.data.audio import pad_windows
 from guitar_cls.data.schema import LABELS
-from guitar_cls.models.blocks import MaskedGlobalPool, time_mask
+from guitar_cls.features import frame_mask
+from guitar_cls.models.blocks import MaskedGlobalPool
 
 if TYPE_CHECKING:
     from guitar_cls.predict import Classifier
@@ -67,7 +68,7 @@ def grad_cam(
     cam = torch.relu((weights * fmap).sum(dim=1, keepdim=True)).detach()  # (B, 1, F', T')
     cam = nn.functional.interpolate(cam, size=feats.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     if lengths is not None:
-        cam = cam * time_mask(lengths.to(cam.device), cam.shape[-1])[:, None, :]
+        cam = cam * frame_mask(lengths.to(cam.device), cam.shape[-1])[:, None, :]
     peak = cam.flatten(1).amax(dim=1).clamp(min=1e-12).view(-1, 1, 1)
     return (cam / peak).cpu().numpy()
 

@@ -70,10 +70,6 @@ def conv_out_length(
     return out
 
 
-# interpret.py's name for ``features.frame_mask`` (one function: ``(B,) lengths, T -> (B, T)`` bool mask)
-time_mask = frame_mask
-
-
 def _clamp_lengths(lengths: Tensor, t: int | Tensor) -> Tensor:
     """Returns ``lengths`` clamped to ``[1, t]``; ``t`` is a tensor while tracing, and the bound must stay one."""
     if isinstance(t, Tensor):
