@@ -109,6 +109,10 @@ class TrainingConfig:
     # Length-bucketed batches: ~3x faster on CPU (little padding), but since duration differs by class the batches
     # are nearly class-pure and batch-norm models then validate noisily (val BA jumping 0.6 <-> 0.9 between epochs).
     bucket_batches: bool = False
+    # Batch norm statistics over valid frames only (models/norm.py): a random batch is mostly padding, which otherwise
+    # shrinks the batch variance and makes a note's normalisation depend on its batch. Costs ~38 % of a resnet-16
+    # CPU step (bf16, 2 threads: 133 -> 184 ms); synth-only validation 0.81 vs 0.79 on demo v3.
+    masked_batchnorm: bool = True
 
 
 @dataclass

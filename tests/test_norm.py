@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -48,6 +49,17 @@ def test_training_statistics_count_valid_frames_only():
     assert (plain.running_var < masked.running_var).all()
 
 
+def test_training_parts_follow_the_switch():
+    from guitar_cls.config import load_config
+    from guitar_cls.train.loop import build_parts
+
+    for on in (True, False):
+        cfg = load_config(None, [("training.masked_batchnorm", on), ("model.params", {"base_width": 8})])
+        parts = build_parts(cfg, np.ones(3), 10, torch.device("cpu"))
+        kinds = {type(m) for m in parts.model.modules() if isinstance(m, nn.BatchNorm2d)}
+        assert kinds == ({MaskedBatchNorm2d} if on else {nn.BatchNorm2d})
+
+
 def test_evaluation_and_unpadded_batches_are_plain_batchnorm():
     torch.manual_seed(1)
     x = torch.randn(2, 3, 5, 7)
@@ -66,6 +78,7 @@ def test_a_models_padded_batch_trains_like_its_notes_alone():
     own batch norm sees the notes' valid frames: the padding share of the batch no longer matters."""
     torch.manual_seed(2)
     model = build_model("resnet", n_classes=3, in_channels=1, base_width=8, blocks=(1, 1, 1, 1))
+    assert mask_batchnorms(model, model.masker) == 12  # stem + 2 per block + 3 shortcuts (build_parts does this)
     short, long = torch.randn(1, 1, 32, 40), torch.randn(1, 1, 32, 120)
     batch = torch.zeros(2, 1, 32, 120)
     batch[0, ..., :40], batch[1] = short[0], long[0]

@@ -13,8 +13,9 @@ the same prediction alone as inside a padded batch, :class:`LengthMasker` instal
   remembered per time resolution ``T`` (``T`` only shrinks through these networks, so one ``T`` is one resolution);
 - global average pools (``nn.AdaptiveAvgPool2d(1)``, e.g. the squeeze-excitation pools of torchvision) are replaced by
   :class:`MaskedGlobalPool`, a mean over valid frames only;
-- every ``BatchNorm2d`` becomes a ``norm.MaskedBatchNorm2d``: in training its batch statistics (and so the running
-  statistics used in evaluation) count valid frames only, whatever share of the batch is padding.
+- ``norm.mask_batchnorms(model, model.masker)`` (``training.masked_batchnorm``) turns every ``BatchNorm2d`` into a
+  ``norm.MaskedBatchNorm2d``: in training its batch statistics (and so the running statistics used in evaluation)
+  count valid frames only, whatever share of the batch is padding.
 
 Masks are built once per resolution and applied by multiplication (``-inf`` by ``torch.where``), which keep a
 channels-last activation channels-last (``masked_fill`` returns a contiguous copy) and are exact: a valid value is
@@ -35,7 +36,6 @@ import torch
 from torch import Tensor, nn
 
 from guitar_cls.features import frame_mask, is_tracing
-from guitar_cls.models.norm import mask_batchnorms
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,7 @@ class LengthMasker:
                     n_gap += 1
                 elif isinstance(child, nn.AdaptiveAvgPool2d):
                     raise TypeError(f"LengthMasker: {name}.{child_name} pools to {child.output_size}, not 1")
-        n_bn = mask_batchnorms(root, self)  # training statistics over valid frames only (models/norm.py)
-        log.debug("LengthMasker: %d convs, %d max-pools, %d global pools, %d batch norms", n_conv, n_pool, n_gap, n_bn)
+        log.debug("LengthMasker: %d convs, %d max-pools, %d global pools", n_conv, n_pool, n_gap)
 
     @property
     def active(self) -> bool:

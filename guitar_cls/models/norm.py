@@ -30,18 +30,18 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         masker = self.masker
         if not self.training or masker is None or not masker.active or torch.jit.is_tracing():
             return super().forward(x)
-        mask = masker.mask_for(x.shape[-1]).to(torch.float32)  # (B, 1, 1, T)
-        xf = x.float()
-        count = mask.sum() * x.shape[-2]  # valid positions per channel
-        mean = (xf * mask).sum(dim=(0, 2, 3)) / count  # (C,)
-        centred = xf - mean[None, :, None, None]
-        var = ((centred * mask) ** 2).sum(dim=(0, 2, 3)) / count
+        mask = masker.mask_for(x.shape[-1]).to(x.dtype)  # (B, 1, 1, T)
+        count = mask.sum(dtype=torch.float32) * x.shape[-2]  # valid positions per channel
+        masked = x * mask  # in x's dtype (bf16 under autocast); the sums accumulate in fp32
+        mean = masked.sum(dim=(0, 2, 3), dtype=torch.float32) / count  # (C,)
+        var = ((masked * x).sum(dim=(0, 2, 3), dtype=torch.float32) / count - mean * mean).clamp(min=0.0)
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             self._update_running(mean.detach(), var.detach(), count.detach())
-        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
+        scale = torch.rsqrt(var + self.eps)
         if self.affine:
-            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        return y.to(x.dtype)
+            scale = scale * self.weight
+        shift = -mean * scale + (self.bias if self.affine else 0.0)
+        return x * scale.to(x.dtype)[None, :, None, None] + shift.to(x.dtype)[None, :, None, None]
 
     @torch.no_grad()
     def _update_running(self, mean: Tensor, var: Tensor, count: Tensor) -> None:

@@ -26,6 +26,7 @@ from guitar_cls.augment import WaveformAugment, mixup, spec_augment
 from guitar_cls.config import Config, TrainingConfig
 from guitar_cls.data.schema import LABELS
 from guitar_cls.inference import Waves, build_from_config, length_sorted_batches, pad_batch, predict_proba
+from guitar_cls.models.norm import mask_batchnorms
 from guitar_cls.train.checkpoint import make_payload
 from guitar_cls.train.losses import build_loss
 from guitar_cls.train.metrics import classification_metrics
@@ -192,6 +193,8 @@ def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, dev
     """Returns model, front end, augmentation, loss, optimizer and scheduler for ``cfg`` on ``device``."""
     tc = cfg.training
     model, frontend = build_from_config(cfg, pretrained=True)
+    if tc.masked_batchnorm and hasattr(model, "masker"):
+        mask_batchnorms(model, model.masker)
     model, frontend = model.to(device), frontend.to(device)
     amp_dtype, channels_last = resolve_precision(tc, device)
     if channels_last:
