@@ -8,6 +8,9 @@ master ``enabled``). The effects are pure functions with explicit per-sample par
 ``mix_in``); ``WaveformAugment`` draws the parameters, runs each effect on the chosen rows only, and acts only
 in ``train()`` mode. ``spec_augment`` and ``mixup`` are pure functions the training loop calls only while training.
 Randomness comes from the ``generator`` passed in, or torch's global RNG.
+
+Over 500 lines because every effect, its parameter draw and its switch sit together, in the order
+``WaveformAugment`` applies them; each effect is a small pure function.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ What the MLflow UI shows: the experiment is tagged as model training (``EXPERIME
 runs rather than the GenAI overview; the sweep's parent run carries the metadata table of each split as an MLflow
 dataset (context ``train``/``val``/``test``, digest: the metadata fingerprint), each trial run the splits it trained
 and validated on; every registered model has a signature and an input example, and its version a description.
+
+Over 500 lines because the parent run, nested trial runs, datasets, registration and the champion's compare-and-set
+share one MLflow client and one set of tag names.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ plucks, long sustains, staccato, palm mutes (short or held, always dull), vibrat
 recording then goes through one random signal chain (``randomize``). Annotations carry a few ms of onset jitter.
 Recordings are class drills (like IDMT's NH/DN/muted files) and mixed licks that hold every class. The metadata
 table is built by the IDMT ingester from the XML.
+
+Over 500 lines because the note plans, the additive voices and the recording layout are one generator whose output
+must stay byte-identical for a seed (tests hash it); the sample voices and the signal chain live in ``samples`` and
+``randomize``.
 """
 
 from __future__ import annotations

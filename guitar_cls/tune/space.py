@@ -11,6 +11,10 @@ with every ``model.params`` key accepted by its builder.
 
 Optuna's categorical distribution holds scalars only, so list- and mapping-valued choices (``blocks: [1, 1, 1, 1]``)
 travel through the searcher as JSON strings; ``trial_overrides`` decodes them again.
+
+Over 500 lines because the schema is one contract: parsing, validation with the key in every error, conditionals,
+objectives and champion policies, and the searcher/scheduler built from them must agree; split, each part would
+re-state the schema.
 """
 
 from __future__ import annotations
