@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from guitar_cls.config import Config
 from guitar_cls.data.audio import pad_windows
 from guitar_cls.data.schema import LABELS
+from guitar_cls.inference import median_ms
 
 log = logging.getLogger(__name__)
 
@@ -158,23 +159,10 @@ def onnx_latency_ms(
 ) -> float:
     """Returns the median ms to classify one snippet of ``seconds`` with an ONNX Runtime session, features
     included (inside the graph for the waveform variant, computed by ``frontend`` on one torch thread otherwise)."""
-    import time
-
     n = int(round(seconds * cfg.data.sample_rate))
     wave = torch.from_numpy(np.random.default_rng(0).standard_normal((1, n)).astype(np.float32) * 0.1)
     lengths = torch.tensor([n])
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        times = []
-        for i in range(warmup + runs):
-            t0 = time.perf_counter()
-            onnx_probabilities(session, wave, lengths, frontend)
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000.0)
-    finally:
-        torch.set_num_threads(previous)
-    return float(np.median(times))
+    return median_ms(lambda: onnx_probabilities(session, wave, lengths, frontend), runs=runs, warmup=warmup)
 
 
 def onnx_parity(

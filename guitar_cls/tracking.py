@@ -437,43 +437,13 @@ class SweepTracker:
                 checkpoint, name="model", registered_model_name=name, splits_csv=splits_csv, input_example=example
             )
         version = str(info.registered_model_version)
-        lineage = {DATA_TAG: self.tags.get(DATA_TAG) or "", SPLITS_TAG: ""}
-        if splits_csv is not None and Path(splits_csv).is_file():
-            lineage[SPLITS_TAG] = file_sha256(splits_csv)
-        for key, value in lineage.items():
-            self.client.set_model_version_tag(name, version, key, value)
-        for key, value in (selection or {}).items():
-            tag = CHAMPION_POLICY_TAG if key == "policy" else f"selection/{key}"
-            self.client.set_model_version_tag(name, version, tag, "" if value is None else str(value))
+        lineage = self._tag_version(name, version, splits_csv, selection)
         score = float(evaluate(f"models:/{name}/{version}"))
         self.client.set_model_version_tag(name, version, f"test_{metric}", f"{score:.6f}")
         self.client.log_metric(self.run_id, f"champion_candidate/test_{metric}", score)
-
-        for _ in range(CAS_ATTEMPTS):
-            current = self._champion(name)
-            champion_score = None
-            if current is None:
-                takes_alias, reason = True, "no champion yet"
-            elif str(current.version) == version:
-                takes_alias, reason = True, "already champion"
-            elif all(lineage.values()) and all(current.tags.get(k) == v for k, v in lineage.items()):
-                champion_score = float(evaluate(f"models:/{name}/{current.version}"))
-                takes_alias = score >= champion_score if mode == "max" else score <= champion_score
-                reason = f"champion v{current.version} scores {champion_score:.4f} on the same test rows"
-            else:
-                differs = [k for k, v in lineage.items() if not v or current.tags.get(k) != v]
-                takes_alias = promote
-                action = "--promote given" if promote else "pass --promote to move it"
-                reason = (
-                    f"not compared with champion v{current.version}: {' and '.join(differs)} differ (it may have "
-                    f"trained on this sweep's test rows); {action}"
-                )
-            expected = None if current is None else str(current.version)
-            if not takes_alias or self._set_champion_if(name, expected, version):
-                break
-            log.warning("champion of %s moved while comparing (was v%s): comparing again", name, expected)
-        else:
-            takes_alias, reason = False, f"champion kept moving during {CAS_ATTEMPTS} comparisons: alias left alone"
+        takes_alias, reason, champion_score, current = self._move_champion(
+            name, version, score, lineage, evaluate, mode, promote
+        )
         description = version_description(
             sweep=self.tags.get("sweep", ""),
             metric=metric,
@@ -503,6 +473,58 @@ class SweepTracker:
             "reason": reason,
             "model_uri": info.model_uri,
         }
+
+    def _tag_version(
+        self, name: str, version: str, splits_csv: Path | None, selection: Mapping[str, Any] | None
+    ) -> dict[str, str]:
+        """Tags the version with its data lineage (returned) and how the sweep selected it."""
+        lineage = {DATA_TAG: self.tags.get(DATA_TAG) or "", SPLITS_TAG: ""}
+        if splits_csv is not None and Path(splits_csv).is_file():
+            lineage[SPLITS_TAG] = file_sha256(splits_csv)
+        for key, value in lineage.items():
+            self.client.set_model_version_tag(name, version, key, value)
+        for key, value in (selection or {}).items():
+            tag = CHAMPION_POLICY_TAG if key == "policy" else f"selection/{key}"
+            self.client.set_model_version_tag(name, version, tag, "" if value is None else str(value))
+        return lineage
+
+    def _move_champion(
+        self,
+        name: str,
+        version: str,
+        score: float,
+        lineage: dict[str, str],
+        evaluate: Any,
+        mode: str,
+        promote: bool,
+    ) -> tuple[bool, str, float | None, Any]:
+        """Moves ``champion`` to ``version`` by compare-and-set when it is not worse than the champion on the same
+        test rows (or ``promote``); returns (moved, reason, the champion's score or None, the champion compared)."""
+        for _ in range(CAS_ATTEMPTS):
+            current = self._champion(name)
+            champion_score = None
+            if current is None:
+                takes_alias, reason = True, "no champion yet"
+            elif str(current.version) == version:
+                takes_alias, reason = True, "already champion"
+            elif all(lineage.values()) and all(current.tags.get(k) == v for k, v in lineage.items()):
+                champion_score = float(evaluate(f"models:/{name}/{current.version}"))
+                takes_alias = score >= champion_score if mode == "max" else score <= champion_score
+                reason = f"champion v{current.version} scores {champion_score:.4f} on the same test rows"
+            else:
+                differs = [k for k, v in lineage.items() if not v or current.tags.get(k) != v]
+                takes_alias = promote
+                action = "--promote given" if promote else "pass --promote to move it"
+                reason = (
+                    f"not compared with champion v{current.version}: {' and '.join(differs)} differ (it may have "
+                    f"trained on this sweep's test rows); {action}"
+                )
+            expected = None if current is None else str(current.version)
+            if not takes_alias or self._set_champion_if(name, expected, version):
+                return takes_alias, reason, champion_score, current
+            log.warning("champion of %s moved while comparing (was v%s): comparing again", name, expected)
+        reason = f"champion kept moving during {CAS_ATTEMPTS} comparisons: alias left alone"
+        return False, reason, champion_score, current
 
     def _champion(self, name: str) -> Any:
         """Returns the model version holding the ``champion`` alias, or None."""

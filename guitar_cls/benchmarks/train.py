@@ -20,8 +20,10 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
@@ -74,20 +76,7 @@ def main(argv: list[str]) -> int:
     )
     brief = dataclasses.replace(cfg, model=ModelConfig("resnet", {"base_width": args.base_width}))
     torch.set_num_threads(args.threads)
-    metadata, audio_root = resolve_data(cfg.data)
-    df = read_metadata(metadata)
-    rows = np.random.default_rng(0).permutation(len(df))[: args.limit]
-    sub = df.iloc[rows]
-    items = [
-        (
-            str(Path(audio_root) / r.source_audio),
-            float(r.onset_sec),
-            float(r.duration_sec),
-            LABEL_TO_INDEX[r.label_category],
-        )
-        for r in sub.itertuples()
-    ]
-    cache = cache_dataset(df, audio_root, cfg.data)  # built once, shared by every trial (see the featurize bench)
+    sub, items, cache = _bench_data(cfg, args.limit)
 
     def baseline(model_cfg: ModelConfig) -> float:
         torch.manual_seed(0)
@@ -118,24 +107,39 @@ def main(argv: list[str]) -> int:
     default_random = ours(cfg, False)
     with_setup = len(sub) / (len(sub) / random_batches + setup_s[1])
     amp_dtype, _ = resolve_precision(cfg.training, torch.device("cpu"))
-    print(
-        json.dumps(
-            {
-                "samples": len(sub),
-                "model": f"resnet base_width={args.base_width}",
-                "ours_precision": str(amp_dtype or torch.float32).replace("torch.", ""),
-                "baseline_samples_per_s": round(brief_base, 2),
-                "ours_samples_per_s": round(bucketed, 2),
-                "train_ratio": round(bucketed / brief_base, 2),
-                "ours_random_batches_samples_per_s": round(random_batches, 2),
-                "train_ratio_random_batches": round(random_batches / brief_base, 2),
-                "ours_setup_s": round(setup_s[1], 2),
-                "train_ratio_random_batches_incl_setup": round(with_setup / brief_base, 2),
-                "default_model": f"{cfg.model.name} {json.dumps(cfg.model.params, sort_keys=True)}",
-                "default_model_baseline_samples_per_s": round(default_base, 2),
-                "default_model_ours_random_batches_samples_per_s": round(default_random, 2),
-                "default_model_train_ratio_random_batches": round(default_random / default_base, 2),
-            }
-        )
-    )
+    line = {
+        "samples": len(sub),
+        "model": f"resnet base_width={args.base_width}",
+        "ours_precision": str(amp_dtype or torch.float32).replace("torch.", ""),
+        "baseline_samples_per_s": round(brief_base, 2),
+        "ours_samples_per_s": round(bucketed, 2),
+        "train_ratio": round(bucketed / brief_base, 2),
+        "ours_random_batches_samples_per_s": round(random_batches, 2),
+        "train_ratio_random_batches": round(random_batches / brief_base, 2),
+        "ours_setup_s": round(setup_s[1], 2),
+        "train_ratio_random_batches_incl_setup": round(with_setup / brief_base, 2),
+        "default_model": f"{cfg.model.name} {json.dumps(cfg.model.params, sort_keys=True)}",
+        "default_model_baseline_samples_per_s": round(default_base, 2),
+        "default_model_ours_random_batches_samples_per_s": round(default_random, 2),
+        "default_model_train_ratio_random_batches": round(default_random / default_base, 2),
+    }
+    print(json.dumps(line))
     return 0
+
+
+def _bench_data(cfg: Config, limit: int) -> tuple[pd.DataFrame, list[tuple[str, float, float, int]], Any]:
+    """Returns the benchmark's ``limit`` random rows, the brief loader's items for them, and the waveform cache of the
+    whole table (built once, shared by every run, see the featurize benchmark)."""
+    metadata, audio_root = resolve_data(cfg.data)
+    df = read_metadata(metadata)
+    sub = df.iloc[np.random.default_rng(0).permutation(len(df))[:limit]]
+    items = [
+        (
+            str(Path(audio_root) / r.source_audio),
+            float(r.onset_sec),
+            float(r.duration_sec),
+            LABEL_TO_INDEX[r.label_category],
+        )
+        for r in sub.itertuples()
+    ]
+    return sub, items, cache_dataset(df, audio_root, cfg.data)
