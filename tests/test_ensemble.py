@@ -67,6 +67,11 @@ def fake_sweep(tmp_path: Path, tiny_demo: Path, monkeypatch: pytest.MonkeyPatch)
     from guitar_cls.tune.record import SPLITS_FILE, SweepRecord, TrialRecord
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # the tracker points MLflow's process-wide URIs at this store; monkeypatch puts back exactly what was there (an
+    # unset registry URI stays unset: get/set_registry_uri would pin it for every later test)
+    for module, attr in ((mlflow.tracking._tracking_service.utils, "_tracking_uri"),
+                         (mlflow.tracking._model_registry.utils, "_registry_uri")):  # fmt: skip
+        monkeypatch.setattr(module, attr, getattr(module, attr))
     out = tmp_path / "outputs"
     sweep_dir = out / "sweeps" / "ens"
     trials = []
@@ -82,7 +87,6 @@ def fake_sweep(tmp_path: Path, tiny_demo: Path, monkeypatch: pytest.MonkeyPatch)
     record.write(sweep_dir)
     events = sweep_events(sweep_dir, summary)
     cfg = load_config(None, [("logging.output_dir", str(out))])
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     tracker = SweepTracker(cfg, sweep_dir, name="ens", tags={DATA_TAG: events.fingerprint, "sweep": "ens"})
     champion = tracker.register(
         trials[0].checkpoint,
@@ -93,8 +97,6 @@ def fake_sweep(tmp_path: Path, tiny_demo: Path, monkeypatch: pytest.MonkeyPatch)
     tracker.finish()
     assert champion["version"] == "1" and champion["champion"]
     yield {"out": out, "sweep_dir": sweep_dir, "tracker": tracker, "cfg": cfg, "demo": tiny_demo.parent}
-    mlflow.set_tracking_uri(previous[0])
-    mlflow.set_registry_uri(previous[1])
 
 
 @pytest.mark.slow
