@@ -27,3 +27,22 @@ def ray_local():
         ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_uris(monkeypatch):
+    """Each test starts with MLflow's process-wide tracking and registry URIs as the session had them, and whatever a
+    test sets (``configure_mlflow`` pins both) is put back after it: a registry URI left pinned to one test's store
+    made a later test load another store's ``models:/…/1``."""
+    import mlflow
+
+    for module, attr in (
+        (mlflow.tracking._tracking_service.utils, "_tracking_uri"),
+        (mlflow.tracking._model_registry.utils, "_registry_uri"),
+    ):
+        monkeypatch.setattr(module, attr, getattr(module, attr))
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        if var in os.environ:
+            monkeypatch.setenv(var, os.environ[var])
+        else:
+            monkeypatch.delenv(var, raising=False)

@@ -115,6 +115,7 @@ def test_a_killed_sweep_driver_resumes_without_losing_trials_or_duplicating_runs
     for trial_dir, text in finished_before.items():
         assert (storage / name / trial_dir / "result.json").read_text() == text
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.trial_id != ''")
     per_trial = runs.groupby("tags.trial_id").size()
     assert len(per_trial) == 2 and (per_trial == 1).all(), per_trial.to_dict()

@@ -128,6 +128,7 @@ def test_sweep_interrupted_then_resumed_keeps_finished_trials_and_registers_a_ch
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     wav = sorted(smoke_demo.rglob("*.wav"))[0]
     # the served model reads files only under the folder its operator allows
     model = mlflow.pyfunc.load_model(
@@ -237,6 +238,7 @@ def test_ray_job_submit_runs_the_smoke_sweep_on_a_real_cluster(tmp_path, smoke_d
     )
     root = Path(summary["audio_root"])
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     model = mlflow.pyfunc.load_model(
         "models:/guitar-note-classifier/1", model_config={"audio_root": str(root.resolve())}
     )
