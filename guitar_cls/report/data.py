@@ -20,13 +20,13 @@ from guitar_cls.evaluate import evaluate
 from guitar_cls.tune.record import (
     BEST,
     BEST_POLICY,
-    LATENCY,
     LEADERBOARD_CSV,
     PARENT_RUN_FILE,
     SPLITS_FILE,
     TRIALS_FILE,
     SweepRecord,
     best_key,
+    front_objectives,
     last_key,
     read_curves,
 )
@@ -89,9 +89,7 @@ class SweepData:
     @property
     def front_objectives(self) -> list[dict[str, str]]:
         """Returns the Pareto front's objectives: the record's when it has several, else the metric and latency."""
-        if self.multi_objective:
-            return list(self.objectives)
-        return [{"metric": self.metric, "mode": self.mode}, {"metric": LATENCY, "mode": "min"}]
+        return front_objectives(self.metric, self.mode, self.objectives)
 
     @property
     def best_key(self) -> str:

@@ -305,6 +305,14 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def front_objectives(metric: str, mode: str, objectives: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Returns the objectives of a sweep's Pareto front: its own when it has several, else the metric and latency
+    (the accuracy/latency view)."""
+    if len(objectives) > 1:
+        return list(objectives)
+    return [{"metric": metric, "mode": mode}, {"metric": LATENCY, "mode": "min"}]
+
+
 @dataclass
 class SweepRecord:
     """A sweep's record: what ``trials.json`` and ``summary.json`` hold, read and written only here.
@@ -331,11 +339,8 @@ class SweepRecord:
         return len(self.objectives) > 1
 
     def front_objectives(self) -> list[dict[str, str]]:
-        """Returns the objectives of the Pareto front: the sweep's own when it has several, else the metric and
-        latency (the accuracy/latency view)."""
-        if self.multi_objective:
-            return list(self.objectives)
-        return [{"metric": self.metric, "mode": self.mode}, {"metric": LATENCY, "mode": "min"}]
+        """Returns the objectives of the Pareto front (see ``front_objectives``)."""
+        return front_objectives(self.metric, self.mode, self.objectives)
 
     def pareto_front(self) -> pd.DataFrame:
         """Returns the leaderboard rows on the Pareto front of ``front_objectives`` (see ``pareto_front``)."""
