@@ -254,3 +254,18 @@ def check_ui_servers(output_dir: Path, name: str) -> None:
         assert detail["trials"] and detail["has_intermediate_values"]
     finally:
         _stop(proc)
+
+
+def test_the_resource_plan_fits_workers_on_nodes_not_on_the_cluster_total() -> None:
+    """Trial drivers reserve no CPU, so a trial fits on one node; a worker never asks for more CPUs than a node has."""
+    from guitar_cls.train.resources import DRIVER_RESOURCES, ResourcePlan, plan_resources
+
+    assert DRIVER_RESOURCES["CPU"] == 0 and DRIVER_RESOURCES["memory"] > 0
+    two_nodes = [{"CPU": 1.0, "memory": 4e9}, {"CPU": 1.0, "memory": 4e9}]  # tests/test_cluster.py's cluster
+    assert plan_resources(1, two_nodes) == ResourcePlan(False, 1, 1, 2)  # one trial per node
+    assert plan_resources(2, two_nodes) == ResourcePlan(False, 1, 1, 1)  # one DDP rank per node
+    assert plan_resources(1, [{"CPU": 2.0}]) == ResourcePlan(False, 2, 2, 1)  # a 2-CPU laptop
+    assert plan_resources(1, [{"CPU": 16.0}]) == ResourcePlan(False, 4, 4, 4)
+    gpu = [{"CPU": 8.0}, {"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}]  # deploy/: CPU head, 1-GPU workers
+    assert plan_resources(1, gpu) == ResourcePlan(True, 8, 8, 2)
+    assert plan_resources(2, gpu) == ResourcePlan(True, 8, 8, 1)

@@ -23,8 +23,19 @@ from guitar_cls.config import Config, config_from_dict
 from guitar_cls.data.pipeline import load_cache
 from guitar_cls.train.checkpoint import BEST, LATEST, save_checkpoint
 from guitar_cls.train.loop import METRIC, SnippetSet, fit, pick_device
+from guitar_cls.train.resources import WORKER_NODES
 
 log = logging.getLogger(__name__)
+
+
+def worker_nodes(world_size: int) -> list[str]:
+    """Returns the Ray node id of every worker rank (gathered over the process group when there are several)."""
+    node = ray.get_runtime_context().get_node_id()
+    if world_size == 1:
+        return [node]
+    gathered: list[str | None] = [None] * world_size
+    torch.distributed.all_gather_object(gathered, node)
+    return [str(n) for n in gathered]
 
 
 def split_sets(cache_path: str, rows: dict[str, list[int]]) -> dict[str, SnippetSet]:
@@ -41,9 +52,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker: trains ``config["cfg"]`` with DDP, reporting metrics and a checkpoint every epoch.
 
     ``config`` keys: ``cfg`` (Config as dict), ``cache_path``, ``rows`` ({"train": [...], "val": [...]}),
-    ``report_extra`` (constant metrics added to every report), ``metric``/``mode`` (what picks the best checkpoint and
-    drives early stopping; default ``METRIC``, max), ``fail_marker`` (tests: a file path; when set and missing, the
-    worker creates it and kills itself during epoch 1, to exercise recovery).
+    ``report_extra`` (constant metrics added to every report, beside ``WORKER_NODES``: the ranks' Ray node ids),
+    ``metric``/``mode`` (what picks the best checkpoint and drives early stopping; default ``METRIC``, max),
+    ``fail_marker`` (tests: a file path; when set and missing, the worker creates it and kills itself during epoch 1,
+    to exercise recovery).
     """
     cfg: Config = config_from_dict(config["cfg"])
     ctx = ray.train.get_context()
@@ -60,7 +72,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             resume = torch.load(Path(d) / LATEST, map_location="cpu", weights_only=True)
             if (Path(d) / BEST).exists():
                 shutil.copy(Path(d) / BEST, best_local)
-    extra = dict(config.get("report_extra", {}))
+    extra = {**config.get("report_extra", {}), WORKER_NODES: ",".join(worker_nodes(ctx.get_world_size()))}
     fail_marker = config.get("fail_marker")
 
     def report(metrics: dict[str, float], latest: dict[str, Any], best: dict[str, Any] | None) -> None:
@@ -141,4 +153,12 @@ def make_trainer(
     )
 
 
-__all__ = ["METRIC", "cluster_has_gpu", "make_trainer", "split_sets", "train_loop_per_worker"]
+__all__ = [
+    "METRIC",
+    "WORKER_NODES",
+    "cluster_has_gpu",
+    "make_trainer",
+    "split_sets",
+    "train_loop_per_worker",
+    "worker_nodes",
+]

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import ray
 
 from guitar_cls.config import Config
 from guitar_cls.data.pipeline import CacheResult, cache_dataset, init_ray, metadata_fingerprint
@@ -29,6 +28,7 @@ from guitar_cls.train.checkpoint import BEST, SPLITS_FILE, load_model
 from guitar_cls.train.loop import METRIC, SnippetSet, best_key
 from guitar_cls.train.metrics import classification_metrics
 from guitar_cls.train.ray_train import make_trainer, split_sets
+from guitar_cls.train.resources import WORKER_NODES, node_list, plan_resources
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def train(cfg: Config, name: str | None = None, extra_loop_config: dict[str, Any
     out_dir = Path(cfg.logging.output_dir) / "runs" / name
     init_ray()
     data = prepare_data(cfg, out_dir)
-    cpus = ray.available_resources().get("CPU", 1)
+    plan = plan_resources(cfg.training.num_workers)
     loop_config = {
         "cfg": cfg.to_dict(),
         "cache_path": str(data.cache.path),
@@ -179,7 +179,8 @@ def train(cfg: Config, name: str | None = None, extra_loop_config: dict[str, Any
         loop_config,
         name=name,
         storage_path=cfg.logging.storage_path,
-        cpus_per_worker=max(1.0, cpus // cfg.training.num_workers),
+        cpus_per_worker=plan.cpus_per_worker,
+        threads_per_worker=plan.threads_per_worker,
     )
     t0 = time.perf_counter()
     result = trainer.fit()
@@ -198,6 +199,7 @@ def train(cfg: Config, name: str | None = None, extra_loop_config: dict[str, Any
         "epochs_run": int(result.metrics.get("epoch", -1)) + 1,
         "epochs_reported": [int(e) for e in result.metrics_dataframe["epoch"]],
         "start_epoch": int(result.metrics.get("start_epoch", 0)),
+        WORKER_NODES: node_list(result.metrics.get(WORKER_NODES)),
         "best_val_balanced_accuracy": float(result.metrics.get(best_key(METRIC), float("nan"))),
         **data.describe(),
         "test": metrics,
