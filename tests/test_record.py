@@ -114,3 +114,43 @@ def test_legacy_leaderboard_csv_is_read(tmp_path: Path) -> None:
 def test_missing_record_raises(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=rec.TRIALS_FILE):
         rec.SweepRecord.read(tmp_path)
+
+
+def test_a_trial_tune_ran_again_counts_its_epochs_not_its_iterations(tmp_path) -> None:
+    """After a lost node Tune reruns the trial, whose iterations restart at 1 while Train resumes its epochs from the
+    checkpoint: the record says 4 epochs (completed) and the curve has one row per epoch; the worker nodes of the
+    last report are kept as a list."""
+    last = result("rerun000", 2, 0.8, epoch=3, worker_nodes="nodeA,nodeB")  # iteration 2 of the rerun = epoch 3
+    t = rec.trial_from_result(last, metric=METRIC, max_epochs=4)
+    assert (t.epochs, t.stop_reason, t.worker_nodes) == (4, "completed", ["nodeA", "nodeB"])
+    record = rec.SweepRecord("s", METRIC, "max", 4, [t])
+    record.write(tmp_path)
+    assert rec.SweepRecord.read(tmp_path).trials[0].worker_nodes == ["nodeA", "nodeB"]
+
+    trial_dir = tmp_path / "exp" / "trial_driver_rerun000_1"
+    trial_dir.mkdir(parents=True)
+    lines = [(1, 0, 0.5), (2, 1, 0.6), (1, 2, 0.7), (2, 3, 0.8)]  # the first run, then the rerun from epoch 2
+    (trial_dir / "result.json").write_text(
+        "\n".join(
+            json.dumps({"trial_id": "rerun000", "training_iteration": i, "epoch": e, METRIC: v}) for i, e, v in lines
+        )
+    )
+    curve = rec.read_curves(tmp_path / "exp")["rerun000"]
+    assert curve["training_iteration"].tolist() == [1, 2, 3, 4] and curve[METRIC].tolist() == [0.5, 0.6, 0.7, 0.8]
+
+
+def test_a_checkpoint_in_object_storage_is_fetched_once_into_the_sweep_folder(tmp_path, monkeypatch) -> None:
+    """``fetch_checkpoint`` returns a local trial's file as it is and copies a remote one under checkpoints/ (a
+    ``file://`` URI stands in for the object store here; tests/test_cluster.py uses a real S3 server)."""
+    from guitar_cls import storage
+
+    local = rec.TrialRecord("loc00000", "TERMINATED", "completed", 1, 0.5, 0.5, None, str(tmp_path / "ckpt"))
+    assert rec.fetch_checkpoint(local, tmp_path / "sweep") == tmp_path / "ckpt" / "best.pt"
+
+    (tmp_path / "bucket" / "train-x" / "checkpoint_1").mkdir(parents=True)
+    (tmp_path / "bucket" / "train-x" / "checkpoint_1" / "best.pt").write_bytes(b"weights")
+    monkeypatch.setattr(storage, "is_remote", lambda p: str(p).startswith("file://"))
+    remote = rec.TrialRecord("rem00000", "TERMINATED", "completed", 1, 0.5, 0.5, None,
+                             f"file://{tmp_path}/bucket/train-x/checkpoint_1")  # fmt: skip
+    got = rec.fetch_checkpoint(remote, tmp_path / "sweep")
+    assert got == tmp_path / "sweep" / rec.CHECKPOINTS_DIR / "rem00000" / "best.pt" and got.read_bytes() == b"weights"

@@ -17,9 +17,11 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from guitar_cls.config import config_from_dict, load_config
 from guitar_cls.evaluate import evaluate
+from guitar_cls.storage import fetch, is_dir, is_remote, join
 from guitar_cls.tune.record import (
     BEST,
     BEST_POLICY,
+    CHECKPOINTS_DIR,
     LEADERBOARD_CSV,
     PARENT_RUN_FILE,
     SPLITS_FILE,
@@ -74,7 +76,7 @@ class SweepData:
     params: list[str]  # searched params present in the board, in the space's order
     max_epochs: int
     curves: dict[str, pd.DataFrame] = field(default_factory=dict)
-    experiment_dir: Path | None = None
+    experiment_dir: str | Path | None = None  # a Path, or a URI when Ray's results are in object storage
     space: SearchSpace | None = None
     tags: dict[str, str] = field(default_factory=dict)
     metric: str = "val/balanced_accuracy"
@@ -162,7 +164,7 @@ def load_sweep(
     tags = parent_run_tags(sweep_dir, output_dir)
     space_obj = _load_space(space, summary.get("space_file") or tags.get("space_file"))
     board = record.leaderboard()
-    exp_dir = find_experiment_dir(name, board, output_dir, storage)
+    exp_dir = find_experiment_dir(name, board, output_dir, storage, summary.get("storage_path"))
     curves = read_curves(exp_dir) if exp_dir is not None else {}
     max_epochs = space_obj.budget.max_epochs if record.legacy and space_obj is not None else record.max_epochs
     if record.legacy:
@@ -207,20 +209,29 @@ def parent_run_tags(sweep_dir: Path, output_dir: Path) -> dict[str, str]:
 
 
 def find_experiment_dir(
-    name: str, board: pd.DataFrame, output_dir: Path, storage: str | Path | None = None
-) -> Path | None:
-    """Returns the Tune experiment folder ``<storage>/<name>`` (see ``load_sweep``), or None when there is none."""
-    roots: list[Path] = []
-    if storage is not None:
-        roots.append(Path(storage).expanduser())
+    name: str,
+    board: pd.DataFrame,
+    output_dir: Path,
+    storage: str | Path | None = None,
+    recorded: str | None = None,
+) -> str | Path | None:
+    """Returns the Tune experiment folder ``<storage>/<name>`` (see ``load_sweep``; ``recorded``: the storage path
+    summary.json keeps), a Path or a URI in object storage, or None when there is none."""
+    roots: list[str | Path] = [] if storage is None else [storage]
+    if recorded:
+        roots.append(recorded)
     checkpoints = board["checkpoint_path"].dropna() if "checkpoint_path" in board else pd.Series(dtype=str)
-    roots += [Path(str(c)).parent.parent for c in checkpoints.head(1) if "://" not in str(c)]  # <storage>/train-*/ckpt
+    for c in checkpoints.head(1).astype(str):  # <storage>/train-*/checkpoint_*
+        roots.append(c.rstrip("/").rsplit("/", 2)[0] if is_remote(c) else Path(c).parent.parent)
     if os.environ.get("GUITAR_CLS_STORAGE"):
-        roots.append(Path(os.environ["GUITAR_CLS_STORAGE"]))
+        roots.append(os.environ["GUITAR_CLS_STORAGE"])
     roots.append(output_dir / "ray_results")
     for root in roots:
-        if (root / name).is_dir():
-            return (root / name).resolve()
+        if is_remote(root):
+            if is_dir(join(root, name)):
+                return join(root, name)
+        elif (Path(root).expanduser() / name).is_dir():
+            return (Path(root).expanduser() / name).resolve()
     log.warning("no Tune experiment folder for %s under %s: no learning curves", name, [str(r) for r in roots])
     return None
 
@@ -311,6 +322,18 @@ def distribution_value(dist: BaseDistribution, value: Any) -> Any:
     return int(round(number)) if isinstance(dist, IntDistribution) else number
 
 
+def _local_checkpoint(sweep: SweepData, location: str, trial_id: str) -> Path | None:
+    """Returns the best checkpoint file in a trial's checkpoint folder: a local path, or a copy fetched from object
+    storage into the sweep folder's ``checkpoints/<trial_id>/`` (None when it cannot be fetched)."""
+    if not is_remote(location):
+        return Path(location) / BEST
+    try:
+        return fetch(join(location, BEST), sweep.sweep_dir / CHECKPOINTS_DIR / trial_id / BEST)
+    except OSError as e:
+        log.warning("cannot fetch the best checkpoint of trial %s from %s: %s", trial_id, location, e)
+        return None
+
+
 def champion_inputs(
     sweep: SweepData, metadata: str | Path | None = None, audio_root: str | Path | None = None
 ) -> tuple[Path, Path, Path, Path | None]:
@@ -322,7 +345,7 @@ def champion_inputs(
     checkpoint = sweep.summary.get("checkpoint")
     best = sweep.best
     if checkpoint is None and best is not None and pd.notna(best.get("checkpoint_path")):
-        checkpoint = Path(best["checkpoint_path"]) / BEST
+        checkpoint = _local_checkpoint(sweep, str(best["checkpoint_path"]), str(best["trial_id"]))
     if checkpoint is None or not Path(checkpoint).is_file():
         raise ReportError(f"sweep {sweep.name}: the best checkpoint {checkpoint} is missing; use --no-evaluate")
     metadata = metadata or sweep.summary.get("metadata") or sweep.tags.get("metadata")

@@ -33,6 +33,7 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from guitar_cls.storage import is_dir
 from guitar_cls.tune.record import SweepRecord, TrialRecord, objective_value, read_curves
 from guitar_cls.tune.space import SearchSpace
 
@@ -180,7 +181,7 @@ def metric_curves(experiment_dir: str | Path, metric: str) -> dict[str, dict[int
     """Returns Tune trial id -> ``training_iteration`` -> ``metric`` from the experiment's ``result.json`` files."""
 
     out = {}
-    for trial_id, df in read_curves(Path(experiment_dir)).items():
+    for trial_id, df in read_curves(experiment_dir).items():
         if metric in df:
             rows = df.dropna(subset=[metric])
             out[trial_id] = dict(zip(rows["training_iteration"].astype(int), rows[metric].astype(float)))
@@ -197,12 +198,12 @@ def export_sweep(
     attrs: Mapping[str, Any] | None = None,
 ) -> optuna.Study:
     """Returns the sweep in ``sweep_dir`` written as an Optuna study into ``storage`` (see ``write_study``), with
-    intermediate values from the Tune experiment folder when it is a local folder."""
+    intermediate values from the Tune experiment folder (a local folder or a URI in object storage) when it exists."""
     record = SweepRecord.read(sweep_dir)
     curves = {}
-    if experiment_dir is not None and Path(experiment_dir).is_dir():
+    if experiment_dir is not None and is_dir(experiment_dir):
         curves = metric_curves(experiment_dir, record.metric)
     else:
-        log.warning("no local Tune experiment folder %s: the Optuna study has no intermediate values", experiment_dir)
+        log.warning("no Tune experiment folder %s: the Optuna study has no intermediate values", experiment_dir)
     distributions = {key: p.distribution() for key, p in space.params.items()}
     return write_study(record, storage, distributions, curves=curves, run_ids=run_ids, attrs=attrs)

@@ -7,9 +7,11 @@ champion registration (readers) cannot drift apart:
   its ``objectives`` (``[{metric, mode}, ...]``, the primary first) and ``champion`` policy (``{kind, value}``),
   ``max_epochs`` and one entry per trial with its typed params (lists stay lists), best and last value of the metric,
   each objective's value (``values``: the primary's best, ``latency_ms``, others' last report), epochs run, CPU
-  latency, checkpoint folder and ``stop_reason`` (``STOP_REASONS``), decided by what stopped it: ASHA (the scheduler
-  writes ``asha_stops.jsonl`` when it stops a trial), the training loop's early stopping (its last report carries
-  ``EARLY_STOP_KEY``), the time budget, an error, or nothing (``completed``);
+  latency, checkpoint folder (a path, or a URI when Ray's results are in object storage: ``fetch_checkpoint`` gives a
+  local copy under ``checkpoints/``), the Ray node of each worker rank (``worker_nodes``) and ``stop_reason``
+  (``STOP_REASONS``), decided by what stopped it: ASHA (the scheduler writes ``asha_stops.jsonl`` when it stops a
+  trial), the training loop's early stopping (its last report carries ``EARLY_STOP_KEY``), the time budget, an
+  error, or nothing (``completed``);
 - ``leaderboard.csv``: the same trials as a table for people and MLflow, best first (written, never read back; sweeps
   from before ``trials.json`` left only this file, read by ``read_legacy_board``);
 - ``summary.json``, ``splits.csv`` (``SPLITS_FILE``), ``sweep.json`` (``SWEEP_START``: data fingerprint and splits
@@ -36,8 +38,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from guitar_cls import storage
 from guitar_cls.train.checkpoint import BEST, SPLITS_FILE
 from guitar_cls.train.loop import EARLY_STOP_KEY, METRIC, best_key
+from guitar_cls.train.resources import WORKER_NODES, node_list
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +81,26 @@ class TrialRecord:
     checkpoint_path: str | None  # the trial's last checkpoint folder (holds BEST)
     params: dict[str, Any] = field(default_factory=dict)  # the trial config, dotted keys, typed values
     values: dict[str, float | None] = field(default_factory=dict)  # objective metric -> value (see objective_value)
+    worker_nodes: list[str] = field(default_factory=list)  # Ray node id of each Train worker rank (last report)
 
     @property
     def checkpoint(self) -> Path | None:
-        """Returns the trial's best checkpoint file, or None when it reported none."""
+        """Returns the trial's best checkpoint file in local storage, or None when it reported none (a checkpoint in
+        object storage: ``fetch_checkpoint``)."""
         return Path(self.checkpoint_path) / BEST if self.checkpoint_path else None
+
+
+CHECKPOINTS_DIR = "checkpoints"  # in the sweep folder: best checkpoints fetched from object storage, per trial id
+
+
+def fetch_checkpoint(trial: TrialRecord, sweep_dir: str | Path) -> Path | None:
+    """Returns the trial's best checkpoint as a local file: ``trial.checkpoint`` for local storage, else a copy of
+    the one in object storage (``s3://...``) under ``<sweep_dir>/checkpoints/<trial_id>/`` (fetched once); None when
+    the trial reported no checkpoint."""
+    if not trial.checkpoint_path or not storage.is_remote(trial.checkpoint_path):
+        return trial.checkpoint
+    remote = storage.join(trial.checkpoint_path, BEST)
+    return storage.fetch(remote, Path(sweep_dir) / CHECKPOINTS_DIR / trial.trial_id / BEST)
 
 
 def _number(value: Any) -> float | None:
@@ -128,7 +147,7 @@ def trial_from_result(
 
     m = result.metrics or {}
     trial_id = str(m.get("trial_id") or _trial_id_from_path(getattr(result, "path", None)))
-    epochs = int(m.get("training_iteration", 0) or 0)
+    epochs = epochs_run(m)
     if result.error:
         status, reason = "ERROR", "error"
     elif not m:
@@ -153,11 +172,21 @@ def trial_from_result(
         latency_ms=_number(m.get(LATENCY)),
         checkpoint_path=m.get("checkpoint_path") or None,
         params=dict(trial_overrides(result.config or {})),
+        worker_nodes=node_list(m.get(WORKER_NODES)),
     )
     for o in objectives or [{"metric": metric}]:
         key = o["metric"]
         record.values[key] = record.best if key == metric else _number(m.get(key))
     return record
+
+
+def epochs_run(metrics: Mapping[str, Any]) -> int:
+    """Returns how many epochs a trial's last result says it ran: its ``epoch`` + 1 when reported, else Tune's
+    ``training_iteration``. They differ for a trial Tune ran again after a failure (a lost node): the new run counts
+    iterations from 1 while Train resumed its epochs from the last checkpoint."""
+    if metrics.get("epoch") is not None:
+        return int(metrics["epoch"]) + 1
+    return int(metrics.get("training_iteration", 0) or 0)
 
 
 def _trial_id_from_path(path: str | None) -> str:
@@ -480,6 +509,7 @@ __all__ = [
     "ASHA_STOPS",
     "BEST",
     "BEST_POLICY",
+    "CHECKPOINTS_DIR",
     "LATENCY",
     "LEADERBOARD_CSV",
     "PARENT_RUN_FILE",
@@ -490,10 +520,13 @@ __all__ = [
     "SUMMARY_FILE",
     "SWEEP_START",
     "TRIALS_FILE",
+    "WORKER_NODES",
     "SweepRecord",
     "TrialRecord",
     "append_asha_stop",
     "best_key",
+    "epochs_run",
+    "fetch_checkpoint",
     "last_key",
     "leaderboard",
     "objective_column",
@@ -506,22 +539,27 @@ __all__ = [
 ]
 
 
-def read_curves(experiment_dir: Path) -> dict[str, pd.DataFrame]:
-    """Returns trial id -> its per-epoch results (one row per ``training_iteration``, the last report wins).
+def read_curves(experiment_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """Returns trial id -> its per-epoch results (one row per ``training_iteration``, the last report wins), read
+    from the Tune experiment folder: a local path or a URI in object storage (``s3://bucket/prefix/<sweep>``).
 
+    ``training_iteration`` is set to ``epochs_run`` of each row (``epoch`` + 1 where reported): a trial that Tune ran
+    again after a failure counts iterations from 1 anew while its epochs go on from the checkpoint it resumed.
     Unreadable lines (a trial killed mid-write) are skipped.
     """
     curves: dict[str, pd.DataFrame] = {}
-    for path in sorted(experiment_dir.glob("*/result.json")):
+    for path in storage.child_files(experiment_dir, "result.json"):
         rows = []
-        for line in path.read_text().splitlines():
+        for line in storage.read_text(path).splitlines():
             if not line.strip():
                 continue
             try:
                 rows.append({k: v for k, v in json.loads(line).items() if not isinstance(v, (dict, list))})
             except json.JSONDecodeError:
                 log.warning("%s: skipping an unreadable line", path)
-        rows = [r for r in rows if "trial_id" in r and "training_iteration" in r]
+        rows = [
+            {**r, "training_iteration": epochs_run(r)} for r in rows if "trial_id" in r and "training_iteration" in r
+        ]
         if not rows:
             continue
         df = pd.DataFrame(rows).drop_duplicates("training_iteration", keep="last").sort_values("training_iteration")

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import ray
 from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
+from guitar_cls import storage
 from guitar_cls.config import Config, load_config
+from guitar_cls.train.resources import DRIVER_RESOURCES, ResourcePlan, plan_resources
 from guitar_cls.train.run import PreparedData, absolute_paths, init_ray, prepare_data, test_metrics
 from guitar_cls.tune.record import (
     LEADERBOARD_CSV,
@@ -39,6 +40,7 @@ from guitar_cls.tune.record import (
     SPLITS_FILE,
     SWEEP_START,
     SweepRecord,
+    fetch_checkpoint,
     leaderboard,
     pareto_front,
     read_asha_stops,
@@ -72,7 +74,7 @@ class SweepDataChanged(ValueError):
 def _name_used_by(sweep_dir: Path, experiment_path: str) -> list[str]:
     """Returns what shows that a sweep of this name ran: its records in ``sweep_dir`` and its Tune experiment."""
     found = [str(sweep_dir / f) for f in RECORD_FILES if (sweep_dir / f).exists()]
-    if os.path.isdir(experiment_path):
+    if storage.is_dir(experiment_path):
         found.append(experiment_path)
     return found
 
@@ -107,33 +109,6 @@ def _check_resume_data(base: Config, sweep_dir: Path, name: str) -> None:
         )
 
 
-@dataclass
-class ResourcePlan:
-    """How many trials run at once and what each Train worker reserves and uses."""
-
-    use_gpu: bool
-    cpus_per_worker: int  # reserved from Ray per worker
-    threads_per_worker: int  # torch threads per worker
-    max_concurrent: int
-
-
-def plan_resources(num_workers: int, resources: dict[str, float] | None = None) -> ResourcePlan:
-    """Returns the plan for a cluster: one trial at a time on a 2-CPU laptop, one per GPU group on a GPU cluster.
-
-    Each trial's driver reserves 1 CPU (it mostly waits), its workers the rest of their share.
-    """
-    res = resources if resources is not None else ray.cluster_resources()
-    cpus, gpus = int(res.get("CPU", 1)), int(res.get("GPU", 0))
-    if gpus >= num_workers:
-        concurrent = max(1, gpus // num_workers)
-        per_worker = max(1, min(8, (cpus - concurrent) // (concurrent * num_workers)))
-        return ResourcePlan(True, per_worker, per_worker, concurrent)
-    per_worker = max(1, min(4, (cpus - 1) // num_workers))
-    concurrent = max(1, cpus // (1 + per_worker * num_workers))
-    threads = max(1, cpus // (concurrent * num_workers))
-    return ResourcePlan(False, per_worker, threads, concurrent)
-
-
 @contextlib.contextmanager
 def _sigint_watch() -> Iterator[Callable[[], bool]]:
     """Yields a function telling whether Tune's Ctrl-C handler fired during the block.
@@ -161,6 +136,22 @@ def _sigint_watch() -> Iterator[Callable[[], bool]]:
             signal.signal(signal.SIGINT, previous)
 
 
+class StorageReportCallback(TuneReportCallback):
+    """``TuneReportCallback`` whose ``checkpoint_path`` is a location of its own: Ray reports a checkpoint's path
+    inside its filesystem (``bucket/prefix/train-.../checkpoint_...`` for ``s3://bucket/prefix``); this puts the
+    storage URI's scheme back, so the sweep record can find the checkpoint again (a local path stays as it is)."""
+
+    def __init__(self, storage_path: str) -> None:
+        super().__init__()
+        self.storage_path = storage_path
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        if checkpoint is not None:
+            located = storage.uri(checkpoint.path, self.storage_path)
+            metrics = [{**metrics[0], CHECKPOINT_PATH_KEY: located}, *metrics[1:]]
+        super().after_report(run_context, metrics, None)  # the checkpoint is in storage already: only its location
+
+
 def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
     """One Tune trial: builds the trial's config, measures its CPU latency, runs a TorchTrainer to completion."""
     from guitar_cls.inference import config_latency_ms
@@ -185,7 +176,7 @@ def trial_driver(params: dict[str, Any], ctx: dict[str, Any]) -> None:
         storage_path=ctx["storage_path"],
         cpus_per_worker=ctx["cpus_per_worker"],
         threads_per_worker=ctx["threads_per_worker"],
-        callbacks=[TuneReportCallback()],
+        callbacks=[StorageReportCallback(ctx["storage_path"])],
     )
     trainer.fit()
 
@@ -264,7 +255,7 @@ def _setup(
     name = check_sweep_name(name, "--name") if name else space.name
     base = absolute_paths(load_config(None, [*space.shared_overrides(), *(overrides or [])]))
     sweep_dir = Path(base.logging.output_dir) / "sweeps" / name
-    experiment_path = os.path.join(base.logging.storage_path, name)
+    experiment_path = storage.join(base.logging.storage_path, name)
     used = _name_used_by(sweep_dir, experiment_path)
     if used and not resume:
         raise SweepNameInUse(
@@ -290,7 +281,7 @@ def _make_tuner(setup: _Setup, data: PreparedData, tracker: Any, loop_extra: dic
         "threads_per_worker": plan.threads_per_worker,
         "loop_extra": loop_extra,
     }
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"CPU": 1})
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), DRIVER_RESOURCES)
     if resume and tune.Tuner.can_restore(setup.experiment_path):
         log.info("resuming sweep %s from %s", setup.name, setup.experiment_path)
         return tune.Tuner.restore(
@@ -316,7 +307,9 @@ def _make_tuner(setup: _Setup, data: PreparedData, tracker: Any, loop_extra: dic
             name=setup.name,
             storage_path=base.logging.storage_path,
             callbacks=[tracker.callback(functools.partial(trial_run_name, space, base.model.name))],
-            failure_config=tune.FailureConfig(max_failures=0),
+            # a trial whose driver died with its node runs again (on a surviving node); its Train run resumes from
+            # the last checkpoint in storage (same name) and its MLflow run continues (MlflowTrialCallback)
+            failure_config=tune.FailureConfig(max_failures=base.training.max_failures),
         ),
     )
 
@@ -344,7 +337,7 @@ def _finish(
         "sweep %s: champion policy %r picks trial %s: %s %.4f, latency %s ms (%s)", setup.name, policy,
         best.trial_id, record.metric, best.best, "?" if best.latency_ms is None else f"{best.latency_ms:.2f}", why,
     )  # fmt: skip
-    checkpoint = best.checkpoint
+    checkpoint = fetch_checkpoint(best, setup.sweep_dir)  # a local file (fetched once from object storage)
     test = test_metrics(checkpoint, data.snippet_set("test"))
     tracker.log_metrics(test, prefix="best_trial/test/")
     tracker.log_metrics({"best_trial/" + record.best_key: float(best.best)})
@@ -448,6 +441,7 @@ def run_sweep(
         "objectives": objectives,
         "champion_policy": space.champion.describe(),
         **data.describe(),
+        "storage_path": setup.base.logging.storage_path,
         "wall_s": round(time.perf_counter() - t0, 1),
         "trials": len(trials),
         "errors": sum(t.status == "ERROR" for t in trials),
@@ -466,6 +460,7 @@ def run_sweep(
 
 __all__ = [
     "ResourcePlan",
+    "StorageReportCallback",
     "SweepDataChanged",
     "SweepInterrupted",
     "SweepNameInUse",
