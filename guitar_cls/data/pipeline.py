@@ -206,6 +206,9 @@ def init_ray() -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")  # read by Ray Train in the driver and the workers it starts
+    # a trial's worker group waits for its CPU while the previous trial's workers shut down and torch imports;
+    # on a loaded 2-core machine that took over Ray's default of 60 s and failed the trial (arch sweep, 2026-12-01)
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "900")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
     else:
