@@ -3,7 +3,7 @@ store (moto's server on 127.0.0.1) and the loss of a node mid-trial.
 
 One module-scoped fixture starts the object store and the cluster once: a head (``ray start --head``, 1 CPU, custom
 resource ``node_a``, 127.0.0.1) and a second node (``ray start --address``, 1 CPU, ``node_b``, 127.0.0.2: another
-loopback address, so a driver on this machine joins the head's raylet), each with its own ports and temp dir. Every
+loopback address, as a second machine would have its own), each with its own ports and temp dir. Every
 Ray process inherits the object store's endpoint and credentials (``AWS_*``), as nodes with an instance role would.
 The tests run in order and share the cluster, the demo data and its waveform cache (a local folder, which both
 nodes see); the last one stops the second node for good.
@@ -76,6 +76,7 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 def _start_node(ray: str, env: dict[str, str], temp: str, args: list[str]) -> None:
+    """Runs ``ray start`` for a 1-CPU node with its own temp dir and ports (the defaults clash on one machine)."""
     ports = {
         "node-manager-port": jobs._free_port(),
         "object-manager-port": jobs._free_port(),
@@ -114,6 +115,7 @@ def _s3(env: dict[str, str]):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
+    """Starts moto's S3 server (bucket ``BUCKET``) and the two nodes; kills them all (by temp dir) at the end."""
     tmp = tmp_path_factory.mktemp("cluster")
     bin_dir = Path(sys.executable).parent
     s3_port = jobs._free_port()
