@@ -211,8 +211,33 @@ def init_ray() -> None:
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "900")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
-    else:
-        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        return
+    # Ray's processes find their cluster through RAY_ADDRESS or a search that fails once a second Ray runs on the
+    # machine; Train's placement-group cleaner then dies and a stopped trial's CPUs stay reserved for good (the
+    # next trial waits forever). So the local cluster gets a known GCS port, and its workers its address.
+    from ray._private.services import get_node_ip_address
+
+    port = _free_port()
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)  # read by ray.init when it starts the head
+    try:
+        ray.init(
+            address="local",
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=True,
+            runtime_env={"env_vars": {"RAY_ADDRESS": f"{get_node_ip_address()}:{port}"}},
+        )
+    finally:
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)
+
+
+def _free_port() -> int:
+    """Returns a TCP port that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
 
 
 def _raise_if_strict(data_cfg: DataConfig, quarantine: pd.DataFrame) -> None:

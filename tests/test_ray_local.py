@@ -1,0 +1,56 @@
+"""The local Ray that jobs start (``pipeline.init_ray``) beside another Ray instance on the same machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from guitar_cls.data.pipeline import _free_port
+
+PROBE = """
+import os, ray
+from guitar_cls.data.pipeline import init_ray
+init_ray()
+
+@ray.remote(num_cpus=0)
+def probe():
+    from ray.util.state import list_actors  # what Train's placement-group cleaner asks
+    return os.environ.get("RAY_ADDRESS"), len(list_actors())
+
+address, n = ray.get(probe.remote())
+print("PROBE", address, ray.get_runtime_context().gcs_address, n)
+"""
+
+
+@pytest.mark.slow
+def test_workers_find_their_own_cluster_beside_another_ray():
+    """Ray's state API in a worker searches the machine for a cluster and fails when it finds two; Train's
+    placement-group cleaner then dies, and a trial stopped by Tune keeps its CPUs reserved for good."""
+    temp_dir = tempfile.mkdtemp(prefix="/tmp/rt")  # short: Ray's socket paths have a length limit
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    other = subprocess.Popen(
+        [Path(sys.executable).with_name("ray"), "start", "--head", "--block", "--num-cpus=0",
+         f"--port={_free_port()}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
+         "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not list(Path(temp_dir).glob("session_*/logs/gcs_server.out")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert other.poll() is None, "the other Ray instance did not start"
+        done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        line = next(x for x in done.stdout.splitlines() if x.startswith("PROBE"))
+        _, worker_address, gcs_address, n_actors = line.split()
+        assert worker_address == gcs_address
+        assert int(n_actors) >= 0
+    finally:
+        other.terminate()
+        other.wait(timeout=60)
