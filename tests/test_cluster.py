@@ -203,7 +203,7 @@ def test_a_submitted_sweep_runs_its_trials_on_both_nodes_with_results_in_s3(clus
     space = _space(cluster, "two-nodes", max_concurrent_trials=2)
     submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", cluster.dashboard,
               "--working-dir", str(ROOT), "--", "python", "jobs/sweep.py", "--space", str(space), "--name",
-              "two-nodes", "--no-register", *cluster.sets()]  # fmt: skip
+              "two-nodes", *cluster.sets()]  # fmt: skip
     for _ in range(15):  # the dashboard agent takes a few seconds to accept jobs after `ray start`
         proc = subprocess.run(submit, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=600)
         if "No available agent" not in proc.stderr:
@@ -225,6 +225,7 @@ def test_a_submitted_sweep_runs_its_trials_on_both_nodes_with_results_in_s3(clus
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert summary["storage_path"] == STORAGE and Path(summary["checkpoint"]).is_file()  # a local copy, tested
     assert not (cluster.tmp / "outputs" / "ray_results").exists()
+    jobs.check_registered_champion(cluster.tmp / "outputs", "two-nodes")  # registered by the submitted job
 
     from guitar_cls.tune.sweep import SweepNameInUse, run_sweep
 
