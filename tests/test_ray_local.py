@@ -21,10 +21,11 @@ init_ray()
 @ray.remote(num_cpus=0)
 def probe():
     from ray.util.state import list_actors  # what Train's placement-group cleaner asks
-    return os.environ.get("RAY_ADDRESS"), len(list_actors())
+    list_actors()  # raises "Found multiple active Ray instances" when the worker cannot tell its cluster
+    return os.environ.get("RAY_ADDRESS")
 
-address, n = ray.get(probe.remote())
-print("PROBE", address, ray.get_runtime_context().gcs_address, n)
+address = ray.get(probe.remote())
+print("PROBE", address, ray.get_runtime_context().gcs_address)
 """
 
 
@@ -48,9 +49,8 @@ def test_workers_find_their_own_cluster_beside_another_ray():
         done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, done.stderr[-3000:]
         line = next(x for x in done.stdout.splitlines() if x.startswith("PROBE"))
-        _, worker_address, gcs_address, n_actors = line.split()
+        _, worker_address, gcs_address = line.split()
         assert worker_address == gcs_address
-        assert int(n_actors) >= 0
     finally:
         other.terminate()
         other.wait(timeout=60)
