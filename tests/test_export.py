@@ -1,4 +1,4 @@
-"""ONNX export: both variants match PyTorch on ONNX Runtime (< 1e-4) at several lengths and batch sizes."""
+"""ONNX export: every variant matches PyTorch on ONNX Runtime (< 1e-4) at several lengths and batch sizes."""
 
 from __future__ import annotations
 
@@ -46,6 +46,35 @@ def test_onnx_matches_pytorch_at_several_lengths(clf: Classifier, tmp_path: Path
     assert props["variant"] == ("waveform" if include_frontend else "features")
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims[0] == "batch" and dims[-1] in ("samples", "frames")
+
+
+def test_snippet_graph_matches_pytorch_one_snippet_at_a_time(clf: Classifier, tmp_path: Path) -> None:
+    """The one-snippet graph cuts a padded wave at its length (shorter than n_fft included) and traces no masks."""
+    path = ex.export_onnx(clf.model, clf.frontend, clf.cfg, tmp_path / "s.onnx", include_frontend=True, snippet=True)
+    assert ex.onnx_parity(path, clf.model, clf.frontend, clf.cfg, LENGTHS) < 1e-4
+    session = ex.onnx_session(path)
+    assert ex.onnx_variant(session) == "snippet"
+    n_fft = clf.cfg.features.n_fft
+    wave, lengths = ex.example_waves(clf.cfg, (0.05, 0.7, 2.5), seed=6)  # 0.05 s: shorter than n_fft
+    assert int(lengths[0]) < n_fft
+    refs, gots = [], []
+    for i in range(3):
+        w, n = wave[i : i + 1], lengths[i : i + 1]  # each padded to the batch's longest: the graph must cut it
+        with torch.no_grad():
+            refs.append(torch.softmax(clf.model(*clf.frontend(w, n)), dim=-1).numpy())
+        gots.append(ex.onnx_probabilities(session, w, n, clf.frontend))
+    np.testing.assert_allclose(np.concatenate(gots), np.concatenate(refs), atol=1e-4)
+    assert np.ptp(np.concatenate(refs), axis=0).max() > 1e-2
+    with pytest.raises(ValueError, match="one snippet at a time"):
+        ex.onnx_probabilities(session, wave, lengths, clf.frontend)
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    batch_ops = {
+        node.op_type
+        for node in onnx.load(
+            str(ex.export_onnx(clf.model, clf.frontend, clf.cfg, tmp_path / "w.onnx", include_frontend=True))
+        ).graph.node
+    }
+    assert "Where" in batch_ops and "Where" not in ops  # the batch graph masks padding; one snippet has none
 
 
 def test_padded_batch_gives_each_snippet_its_own_result(clf: Classifier, tmp_path: Path) -> None:
@@ -139,4 +168,4 @@ def test_latency_benchmark_smoke() -> None:
     line = json.loads(done.stdout.strip().splitlines()[-1])
     for key in ("torch_ms", "onnx_ms", "reference_torch_ms", "reference_onnx_ms"):
         assert line[key] > 0
-    assert line["threads"] == 1 and line["onnx_variant"] == "waveform"
+    assert line["threads"] == 1 and line["onnx_variant"] == "snippet" and line["onnx_batch_graph_ms"] > 0

@@ -3,8 +3,11 @@ the brief's reference ResNet (``base_width=64, blocks=[2, 2, 2, 2]``, random wei
 
     python jobs/benchmark.py latency --model URI_OR_CHECKPOINT [--seconds 1.0] [--runs 50] [--smoke-test]
 
-Prints one JSON line. ONNX Runtime runs the waveform variant (front end inside the graph) with
-``intra_op_num_threads=1``; PyTorch runs with ``torch.set_num_threads(1)``. Each figure is the median of ``--runs``.
+Prints one JSON line. ``onnx_ms`` is ONNX Runtime on the one-snippet waveform graph (``snippet`` variant: front
+end inside the graph, no padding) with ``intra_op_num_threads=1``, as a torch-free deployment classifying one note
+per request runs it; ``onnx_batch_graph_ms`` the dynamic-batch waveform graph given that one snippet;
+``onnx_torch_frontend_ms`` the features graph fed by the PyTorch front end. PyTorch runs with
+``torch.set_num_threads(1)``. Each figure is the median of ``--runs``.
 """
 
 from __future__ import annotations
@@ -29,24 +32,31 @@ REFERENCE = {"name": "resnet", "params": {"base_width": 64, "blocks": [2, 2, 2, 
 
 
 def measure(clf: Classifier, *, seconds: float, runs: int, workdir: Path, tag: str) -> dict[str, Any]:
-    """Returns ``{torch_ms, onnx_ms, onnx_variant, onnx_torch_frontend_ms}`` of one classifier.
+    """Returns ``{torch_ms, onnx_ms, onnx_variant, onnx_batch_graph_ms, onnx_torch_frontend_ms}`` of one classifier.
 
-    ``onnx_ms`` times the waveform graph (front end inside ONNX Runtime; the features graph with the front end in
-    PyTorch for hpss, which does not export); ``onnx_torch_frontend_ms`` times the features graph fed by the PyTorch
-    front end (the split a deployment with PyTorch may use; the waveform graph needs no PyTorch).
+    ``onnx_ms`` times the one-snippet waveform graph (front end inside ONNX Runtime; the features graph with the
+    front end in PyTorch for hpss, which does not export); ``onnx_batch_graph_ms`` the dynamic-batch waveform graph
+    (it masks padding, which one snippet does not have); ``onnx_torch_frontend_ms`` the features graph fed by the
+    PyTorch front end (the split a deployment with PyTorch may use; the waveform graphs need no PyTorch).
     """
     torch_ms = latency_ms(clf.model, clf.frontend, clf.cfg.data.sample_rate, seconds=seconds, runs=runs)
     out: dict[str, Any] = {"torch_ms": torch_ms}
-    waveform = clf.cfg.features.name != "hpss"
-    for variant in (True, False) if waveform else (False,):
+    variants = {"snippet": "onnx_ms", "waveform": "onnx_batch_graph_ms", "features": "onnx_torch_frontend_ms"}
+    if clf.cfg.features.name == "hpss":
+        variants = {"features": "onnx_ms"}
+    for variant, key in variants.items():
         path = export_onnx(
-            clf.model, clf.frontend, clf.cfg, workdir / f"{tag}_{variant}.onnx", include_frontend=variant
+            clf.model,
+            clf.frontend,
+            clf.cfg,
+            workdir / f"{tag}_{variant}.onnx",
+            include_frontend=variant != "features",
+            snippet=variant == "snippet",
         )
-        ms = onnx_latency_ms(onnx_session(path, threads=1), clf.frontend, clf.cfg, seconds=seconds, runs=runs)
-        out.setdefault("onnx_ms", ms)
-        out.setdefault("onnx_variant", "waveform" if variant else "features")
-        if not variant:
-            out["onnx_torch_frontend_ms"] = ms
+        out[key] = onnx_latency_ms(onnx_session(path, threads=1), clf.frontend, clf.cfg, seconds=seconds, runs=runs)
+        out.setdefault("onnx_variant", variant)
+    if "onnx_torch_frontend_ms" not in out:
+        out["onnx_torch_frontend_ms"] = out["onnx_ms"]
     return out
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from guitar_cls.features import frame_mask, is_tracing
+from guitar_cls.features import frame_mask, is_tracing, is_unpadded
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,10 @@ class LengthMasker:
         """Tracks ``lengths`` ``[B]`` (valid frames of an input with ``t`` frames) for the enclosed forward.
 
         A batch without padding (every length >= ``t``) is not tracked at all: masking would change nothing. While
-        tracing every batch is tracked (the exported graph must mask the batches it will be given).
+        tracing every batch is tracked (the exported graph must mask the batches it will be given), except inside
+        ``features.unpadded()`` (the one-snippet graph).
         """
-        if lengths is None or (not is_tracing() and bool((lengths >= t).all())):  # one host sync
+        if lengths is None or is_unpadded() or (not is_tracing() and bool((lengths >= t).all())):  # one host sync
             yield
             return
         previous = self._by_t, self._masks
