@@ -29,6 +29,16 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def interrupted_sweep(tmp_path_factory: pytest.TempPathFactory):
+    """The smoke sweep Ctrl-C'd, resumed and SIGKILLed mid-trial, then resumed to its end, once for the session
+    (``test_jobs.run_interrupted_sweep``): the Ctrl-C test (tests/test_jobs.py) and the killed-driver test
+    (tests/test_faults.py) each check their part of it."""
+    import test_jobs
+
+    return test_jobs.run_interrupted_sweep(tmp_path_factory.mktemp("interrupted-sweep"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow_uris(monkeypatch):
     """Each test starts with MLflow's process-wide tracking and registry URIs as the session had them, and whatever a

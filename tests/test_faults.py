@@ -1,6 +1,7 @@
 """Fault suite (issue 10): a damaged cache is rebuilt; a cache folder out of space gives a clear error and leaves no
 cache behind (builds use the in-process featurizer of test_pipeline, no Ray, to stay fast); a sweep driver killed
-with SIGKILL resumes. The killed worker and the Ctrl-C'd sweep live in test_ray_train.py and test_jobs.py."""
+with SIGKILL resumes (checked on the session's ``interrupted_sweep``, tests/conftest.py, which the Ctrl-C test of
+test_jobs.py shares). The killed worker lives in test_ray_train.py."""
 
 from __future__ import annotations
 
@@ -82,40 +83,29 @@ def test_a_size_limited_cache_folder_gives_a_clear_error_and_no_cache(good_set, 
     assert left == [], left  # no partial build, no cache without data
 
 
-def test_a_killed_sweep_driver_resumes_without_losing_trials_or_duplicating_runs(tmp_path) -> None:
-    """SIGKILL to the sweep driver's whole process group (no chance to save or clean up), then ``--resume``: the
-    trials Tune had saved as finished are kept as they were, and every trial has exactly one MLflow run."""
-    import os
+def test_a_killed_sweep_driver_resumes_without_losing_trials_or_duplicating_runs(interrupted_sweep) -> None:
+    """SIGKILL to the sweep driver's whole process group (no chance to save or clean up) while a trial runs, then
+    ``--resume`` (the chain of ``test_jobs.run_interrupted_sweep``, after a Ctrl-C'd first run): the trials Tune had
+    saved as finished are kept as they were, the killed trial runs again to its end, and every trial has exactly one
+    MLflow run."""
     import signal
-    import time
 
     import mlflow
-    import test_jobs as jobs
 
-    name = "smoke-kill"
-    cmd = [sys.executable, "jobs/sweep.py", "--smoke-test", "--name", name, *jobs._sets(tmp_path, tmp_path / "demo")]
-    storage = tmp_path / "outputs" / "ray_results"
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=jobs._env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
-    deadline = time.time() + 420
-    try:
-        while time.time() < deadline and proc.poll() is None and not jobs._finished_trials(storage, name):
-            time.sleep(1)
-        assert proc.poll() is None, f"sweep ended before it could be killed:\n{proc.stdout.read()[-4000:]}"
-        first = jobs._finished_trials(storage, name)
-        assert first, "no trial finished in time"
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finished_before = {p.parent.name: p.read_text() for p in first}
+    from guitar_cls.tune.record import SweepRecord
 
-    resumed = jobs._run([*cmd, "--resume"], tmp_path, 600)
-    summary = jobs._last_json(resumed.stdout)
+    sweep = interrupted_sweep
+    assert sweep.killed_rc == -signal.SIGKILL  # killed while it ran, not ended by itself
+    assert sweep.finished_at_kill, "no trial saved as finished before the kill"
+    summary = sweep.summary
     assert summary["trials"] == 2 and summary["errors"] == 0
-    for trial_dir, text in finished_before.items():
-        assert (storage / name / trial_dir / "result.json").read_text() == text
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    for trial_dir, text in sweep.finished_at_kill.items():
+        assert (sweep.storage / sweep.name / trial_dir / "result.json").read_text() == text
+    trials = {t.trial_id: t for t in SweepRecord.read(sweep.outputs / "sweeps" / sweep.name).trials}
+    killed = trials[sweep.running_at_kill]
+    assert (killed.status, killed.epochs) == ("TERMINATED", 2), killed
+    mlflow.set_tracking_uri(f"sqlite:///{sweep.outputs / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{sweep.outputs / 'mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.trial_id != ''")
     per_trial = runs.groupby("tags.trial_id").size()
-    assert len(per_trial) == 2 and (per_trial == 1).all(), per_trial.to_dict()
+    assert set(per_trial.index) == set(trials) and (per_trial == 1).all(), per_trial.to_dict()

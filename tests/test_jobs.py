@@ -6,10 +6,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -69,66 +69,175 @@ def test_train_smoke_job_prints_test_metrics_and_a_loadable_checkpoint(tmp_path,
     assert cfg.model.params["base_width"] == 8 and frontend.in_channels == 1
 
 
-def _finished_trials(storage: Path, name: str) -> list[Path]:
-    """Returns the result.json of every trial Tune's saved experiment state lists as TERMINATED."""
-    done = []
-    for state_file in (storage / name).glob("experiment_state-*.json"):
+def _saved_trials(storage: Path, name: str, skip: frozenset[str] = frozenset()) -> dict[str, dict]:
+    """Returns trial id -> trial data of every trial in Tune's saved experiment state (``{}`` while none is saved),
+    leaving out the state files named in ``skip`` (each run of a sweep writes a file of its own)."""
+    saved = {}
+    for state_file in sorted((storage / name).glob("experiment_state-*.json")):
+        if state_file.name in skip:
+            continue
         try:
             trials = [json.loads(t[0]) for t in json.loads(state_file.read_text())["trial_data"]]
         except (OSError, ValueError, KeyError):  # being rewritten right now
             continue
-        for t in trials:
-            if t.get("status") == "TERMINATED":
-                done.append(storage / name / t["relative_logdir"] / "result.json")
-    return done
+        saved |= {t["trial_id"]: t for t in trials}
+    return saved
 
 
-def test_sweep_interrupted_then_resumed_keeps_finished_trials_and_registers_a_champion(tmp_path, smoke_demo):
-    cmd = [sys.executable, "jobs/sweep.py", "--smoke-test", "--name", "smoke-resume", *_sets(tmp_path, smoke_demo)]
-    storage = tmp_path / "outputs" / "ray_results"
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.time() + 420
+def _finished_trials(storage: Path, name: str) -> list[Path]:
+    """Returns the result.json of every trial Tune's saved experiment state lists as TERMINATED."""
+    return [
+        storage / name / t["relative_logdir"] / "result.json"
+        for t in _saved_trials(storage, name).values()
+        if t.get("status") == "TERMINATED"
+    ]
+
+
+def _epoch_logged(db: Path) -> set[str]:
+    """Returns the trial ids whose MLflow run has a per-epoch result (``epoch``) logged in the sqlite store ``db``."""
+    import sqlite3
+
+    if not db.is_file():
+        return set()
     try:
-        while time.time() < deadline and proc.poll() is None and not _finished_trials(storage, "smoke-resume"):
-            time.sleep(1)
-        assert proc.poll() is None, f"sweep ended before it could be interrupted:\n{proc.stdout.read()[-4000:]}"
-        first = _finished_trials(storage, "smoke-resume")
-        assert first, "no trial finished in time"
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            rows = con.execute(
+                "select distinct t.value from metrics m join tags t on t.run_uuid = m.run_uuid "
+                "and t.key = 'trial_id' where m.key = 'epoch'"
+            ).fetchall()
+    except sqlite3.Error:  # the store is being created or written
+        return set()
+    return {r[0] for r in rows}
+
+
+@dataclass
+class InterruptedSweep:
+    """The smoke sweep of ``run_interrupted_sweep``: what each interruption left and what the last resume printed."""
+
+    outputs: Path  # logging.output_dir (mlflow.db, optuna.db, sweeps/<name>)
+    demo: Path  # its demo data folder
+    name: str
+    storage: Path  # Tune's storage folder (<outputs>/ray_results)
+    interrupted_rc: int  # the Ctrl-C'd driver's exit status
+    interrupted_log: str
+    finished_at_interrupt: dict[str, str]  # trial folder -> result.json text, of the trials saved finished at Ctrl-C
+    killed_rc: int  # the SIGKILLed driver's exit status
+    finished_at_kill: dict[str, str]  # the same, when the driver was killed
+    running_at_kill: str  # the trial the killed run had saved as running (none of its epochs reported yet)
+    summary: dict  # the last --resume's summary line
+
+
+def _start_sweep(cmd: list[str], tmp: Path, log: Path) -> subprocess.Popen:
+    """Starts the sweep driver in its own process group, its output into ``log`` (a pipe nobody reads can fill)."""
+    with log.open("w") as out:
+        return subprocess.Popen(cmd, cwd=ROOT, env=_env(tmp), stdout=out, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)  # fmt: skip
+
+
+def _wait_until(proc: subprocess.Popen, log: Path, what: str, ready, timeout: float = 420):
+    """Polls ``ready()`` while the driver runs and returns its first true value; fails when the driver ended first or
+    ``timeout`` passed."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        found = ready()
+        if found:
+            return found
+        time.sleep(0.5)
+    state = f"ended ({proc.returncode})" if proc.poll() is not None else f"still running after {timeout} s"
+    raise AssertionError(f"sweep {state} before {what}:\n{log.read_text()[-4000:]}")
+
+
+def run_interrupted_sweep(tmp: Path) -> InterruptedSweep:
+    """Runs the smoke sweep (2 trials of 2 epochs, one at a time) through the two interruptions a user's sweep meets,
+    one after the other, then to its end:
+
+    1. Ctrl-C (SIGINT to the driver) once Tune's saved state lists a finished trial: Tune saves and stops, exit 130;
+    2. ``--resume``, then SIGKILL to the driver's whole process group (no chance to save or clean up) once the state
+       this run saved lists the next trial as running (before its first epoch: a trial killed after one restarts
+       from its Train checkpoint, and Tune's result.json of it then lacks the epochs before the kill);
+    3. ``--resume`` to the end (it registers the champion).
+
+    One chain serves the Ctrl-C test (tests/test_jobs.py) and the SIGKILL test (tests/test_faults.py), through the
+    session fixture ``interrupted_sweep`` (tests/conftest.py): one sweep started three times instead of a sweep of its
+    own, started twice, for each (one sweep's start, data and trials fewer)."""
+    name = "smoke-resume"
+    demo = tmp / "demo"
+    cmd = [sys.executable, "jobs/sweep.py", "--smoke-test", "--name", name, *_sets(tmp, demo)]
+    storage = tmp / "outputs" / "ray_results"
+
+    log = tmp / "interrupted.log"
+    proc = _start_sweep(cmd, tmp, log)
+    try:
+        first = _wait_until(proc, log, "a trial finished", lambda: _finished_trials(storage, name))
         os.kill(proc.pid, signal.SIGINT)  # Ctrl-C to the driver: Tune saves the experiment state and stops
         proc.wait(timeout=120)
-        assert proc.returncode == 130, proc.stdout.read()[-4000:]  # interrupted: nothing registered
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    finished_before = {p.parent.name: p.read_text() for p in first}
-    assert all(text.count("\n") == 2 for text in finished_before.values())  # 2 epochs each
+    interrupted_rc, interrupted_log = proc.returncode, log.read_text()
+    finished_at_interrupt = {p.parent.name: p.read_text() for p in first}
+    earlier = frozenset(p.name for p in (storage / name).glob("experiment_state-*.json"))
 
-    resumed = _run([*cmd, "--resume"], tmp_path, 600)
-    summary = _last_json(resumed.stdout)
+    def next_trial_running() -> str | None:
+        saved = _saved_trials(storage, name, skip=earlier)  # as this run saved them
+        running = {i for i, t in saved.items() if t.get("status") == "RUNNING"}
+        return next(iter(running - _epoch_logged(tmp / "outputs" / "mlflow.db")), None)
+
+    log = tmp / "killed.log"
+    proc = _start_sweep([*cmd, "--resume"], tmp, log)
+    try:
+        running = _wait_until(proc, log, "the next trial ran", next_trial_running)
+        killed = _finished_trials(storage, name)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started, at once
+        except ProcessLookupError:  # all of them ended already
+            pass
+        proc.wait()
+    finished_at_kill = {p.parent.name: p.read_text() for p in killed}
+
+    resumed = _run([*cmd, "--resume"], tmp, 600)
+    return InterruptedSweep(
+        outputs=tmp / "outputs",
+        demo=demo,
+        name=name,
+        storage=storage,
+        interrupted_rc=interrupted_rc,
+        interrupted_log=interrupted_log,
+        finished_at_interrupt=finished_at_interrupt,
+        killed_rc=proc.returncode,
+        finished_at_kill=finished_at_kill,
+        running_at_kill=running,
+        summary=_last_json(resumed.stdout),
+    )
+
+
+def test_sweep_interrupted_then_resumed_keeps_finished_trials_and_registers_a_champion(interrupted_sweep):
+    """Ctrl-C of a running sweep, then ``--resume`` (the chain of ``run_interrupted_sweep``; a SIGKILL of the resumed
+    driver comes between): the trials saved as finished are kept as they were, the champion is registered only by the
+    run that finishes, and the MLflow UI, optuna-dashboard and the registered pyfunc model show the sweep."""
+    sweep = interrupted_sweep
+    assert sweep.interrupted_rc == 130, sweep.interrupted_log[-4000:]  # interrupted: nothing registered
+    assert sweep.finished_at_interrupt, "no trial finished in time"
+    assert all(text.count("\n") == 2 for text in sweep.finished_at_interrupt.values())  # 2 epochs each
+
+    summary = sweep.summary
     assert summary["trials"] == 2 and summary["errors"] == 0
-    for trial_dir, text in finished_before.items():  # finished trials are kept, not run again
-        assert (storage / "smoke-resume" / trial_dir / "result.json").read_text() == text
+    for trial_dir, text in sweep.finished_at_interrupt.items():  # finished trials are kept, not run again
+        assert (sweep.storage / sweep.name / trial_dir / "result.json").read_text() == text
     reg = summary["registration"]
     assert reg["champion"] is True and reg["version"] == "1"
     import test_sweep  # what the MLflow UI and optuna-dashboard show of it (issue 14), checked on this sweep's store
 
-    test_sweep.check_sweep_is_browsable(tmp_path / "outputs", "smoke-resume")
-    test_sweep.check_ui_servers(tmp_path / "outputs", "smoke-resume")
+    test_sweep.check_sweep_is_browsable(sweep.outputs, sweep.name)
+    test_sweep.check_ui_servers(sweep.outputs, sweep.name)
 
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    wav = sorted(smoke_demo.rglob("*.wav"))[0]
+    mlflow.set_tracking_uri(f"sqlite:///{sweep.outputs / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{sweep.outputs / 'mlflow.db'}")
+    wav = sorted(sweep.demo.rglob("*.wav"))[0]
     # the served model reads files only under the folder its operator allows
     model = mlflow.pyfunc.load_model(
         "models:/guitar-note-classifier@champion", model_config={"audio_root": str(wav.parent)}
@@ -139,8 +248,8 @@ def test_sweep_interrupted_then_resumed_keeps_finished_trials_and_registers_a_ch
     assert abs(probs.sum() - 1) < 1e-4
 
 
-def _kill_cluster(marker: str) -> None:
-    """Kills the processes whose command lines name the cluster's temp dir, then removes the dir."""
+def _pids(marker: str) -> list[int]:
+    """Returns the processes whose command lines name ``marker`` (an ended one's is empty: a zombie is not listed)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -150,20 +259,22 @@ def _kill_cluster(marker: str) -> None:
                 pids.append(int(proc.name))
         except OSError:
             continue
+    return pids
+
+
+def _kill_cluster(marker: str) -> None:
+    """Kills the processes whose command lines name the cluster's temp dir, then removes the dir: SIGTERM, then
+    SIGKILL to those still there 3 s later (once all are gone, it waits no longer)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
+        for pid in _pids(marker):
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        time.sleep(3)
+        deadline = time.time() + 3
+        while _pids(marker) and time.time() < deadline:
+            time.sleep(0.2)
     shutil.rmtree(marker, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check_registered_champion(outputs: Path, name: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ import pytest
 import soundfile as sf
 from test_predict import SR, note, tiny_checkpoint
 
+from guitar_cls.data.pipeline import _free_port
 from guitar_cls.data.schema import LABELS
 from guitar_cls.predict import PROB_COLUMNS, Classifier
 from guitar_cls.pyfunc import AUDIO_ROOT_ENV, RequestError, log_pyfunc_model
@@ -136,12 +136,6 @@ def test_model_loads_without_guitar_cls_installed(registered: dict, tmp_path: Pa
     probs = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
     expected = Classifier.load(registered["ckpt"]).classify_files([registered["wav"]])
     np.testing.assert_allclose(probs, expected, atol=1e-5)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict) -> dict:

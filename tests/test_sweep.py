@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from guitar_cls.data.pipeline import _free_port
 from guitar_cls.tune import sweep
 from guitar_cls.tune.record import SWEEP_START
 from guitar_cls.tune.space import load_space, space_from_dict
@@ -152,14 +153,6 @@ def check_sweep_is_browsable(output_dir: Path, name: str) -> None:
         assert trial.user_attrs["mlflow_run_id"] in run_ids
         assert sorted(trial.intermediate_values) == list(range(1, epochs[trial.user_attrs["tune_trial_id"]] + 1))
     assert study.best_value == record.best_trial().best
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _serve(cmd: list[str], url: str, timeout: float = 120):
