@@ -61,4 +61,9 @@ def test_both_arms_are_valid_spaces_with_the_same_params_and_budget(algorithm, s
     space = space_from_dict(spec, "bench.yaml")
     assert space.search.algorithm == algorithm and space.scheduler.type == scheduler
     assert space.budget.time_budget_s == 120.0 and space.budget.max_epochs == 4
+    if scheduler == "asha":  # the first rung after a third of the epochs (as deploy.yaml), not after epoch 1
+        assert (
+            space.scheduler.grace_period == 1
+            and space_spec("b", "tpe", "asha", 1.0, 6, 0)["scheduler"]["grace_period"] == 2
+        )
     assert spec["params"] == space_spec("x", "random", "fifo", 1.0, 1, 0)["params"]
