@@ -68,22 +68,16 @@ class WaveModel(nn.Module):
         return torch.softmax(self.model(feats, frames), dim=-1)
 
 
-class SnippetModel(nn.Module):
+class SnippetModel(WaveModel):
     """``(wave [1, N], lengths [1] samples) -> probabilities [1, 3]`` for one snippet: the wave is cut at ``max(length,
-    n_fft)`` samples inside the graph (the batch graph's zero padding to ``n_fft`` stays), then front end, model and
-    softmax run traced inside ``features.unpadded()``: no masking ops."""
-
-    def __init__(self, frontend: nn.Module, model: nn.Module) -> None:
-        super().__init__()
-        self.frontend = frontend
-        self.model = model
+    n_fft)`` samples inside the graph (the batch graph's zero padding to ``n_fft`` stays), then ``WaveModel`` runs
+    traced inside ``features.unpadded()``: no masking ops."""
 
     def forward(self, wave: Tensor, lengths: Tensor) -> Tensor:
         n = torch.clamp(lengths[0], min=self.frontend.n_fft)
         wave = wave.index_select(1, torch.arange(n))  # a Gather with a dynamic size: the valid samples only
         with unpadded():
-            feats, frames = self.frontend(wave, lengths)
-            return torch.softmax(self.model(feats, frames), dim=-1)
+            return super().forward(wave, lengths)
 
 
 def example_waves(cfg: Config, seconds: Sequence[float], seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -99,6 +93,11 @@ def example_waves(cfg: Config, seconds: Sequence[float], seed: int = 0) -> tuple
         waves.append((w / np.abs(w).max()).astype(np.float32))
     batch, lengths = pad_windows(waves, min_samples=max(min_n, cfg.features.n_fft))
     return batch, lengths
+
+
+def variant_name(include_frontend: bool, snippet: bool) -> str:
+    """Returns the name of the ONNX variant ``export_onnx`` writes for these arguments (see module doc)."""
+    return "snippet" if snippet else "waveform" if include_frontend else "features"
 
 
 def export_onnx(
@@ -123,7 +122,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     model, frontend = model.cpu().eval(), frontend.cpu().eval()
     wave, lengths = example_waves(cfg, (1.0, 0.6))  # unequal lengths: padding, so masking is traced
-    variant = "snippet" if snippet else "waveform" if include_frontend else "features"
+    variant = variant_name(include_frontend, snippet)
     if snippet:
         module: nn.Module = SnippetModel(frontend, model).eval()
         args: tuple[Tensor, ...] = (wave[1:], lengths[1:])  # padded past its length: the cut is traced
@@ -240,7 +239,7 @@ def export_model(
     diff = onnx_parity(path, clf.model, clf.frontend, clf.cfg, seconds)
     return {
         "onnx": str(Path(path).resolve()),
-        "variant": "snippet" if snippet else "waveform" if include_frontend else "features",
+        "variant": variant_name(include_frontend, snippet),
         "model": clf.source,
         "parity_seconds": list(seconds),
         "max_abs_diff_probabilities": diff,

@@ -163,15 +163,16 @@ def power_to_unit_db(power: Tensor, frame_lengths: Tensor, top_db: float) -> Ten
     valid frames.
     """
     db = 10.0 * torch.log10(torch.clamp(power, min=_AMIN))
+    mask = None
     if is_unpadded():  # every frame valid
-        ref = db.flatten(1).amax(dim=1).view(-1, *([1] * (power.dim() - 1)))
-        return (torch.maximum(db, ref - top_db) - ref) / top_db + 1.0
-    mask = frame_mask(frame_lengths, power.shape[-1])  # (B, T)
-    mask = mask.view(mask.shape[0], *([1] * (power.dim() - 2)), mask.shape[1])
-    ref = db.masked_fill(~mask, -math.inf).flatten(1).amax(dim=1)  # (B,)
+        ref = db.flatten(1).amax(dim=1)
+    else:
+        mask = frame_mask(frame_lengths, power.shape[-1])  # (B, T)
+        mask = mask.view(mask.shape[0], *([1] * (power.dim() - 2)), mask.shape[1])
+        ref = db.masked_fill(~mask, -math.inf).flatten(1).amax(dim=1)  # (B,)
     ref = ref.view(-1, *([1] * (power.dim() - 1)))
     out = (torch.maximum(db, ref - top_db) - ref) / top_db + 1.0
-    return out * mask
+    return out if mask is None else out * mask
 
 
 Blocks = tuple[tuple[int, int, int, int], ...]  # (row_lo, row_hi, col_lo, col_hi) of a filter bank's nonzero parts
