@@ -383,6 +383,16 @@ class SweepTracker:
             if not token:
                 return out
 
+    def metric_curves(self, run_ids: Mapping[str, str], metric: str) -> dict[str, dict[int, float]]:
+        """Returns trial id -> ``epoch + 1`` -> ``metric`` as the trials' MLflow runs recorded it (step = epoch): every
+        epoch a trial reported, also those before a ``--resume`` that Tune's own result files lose."""
+        out: dict[str, dict[int, float]] = {}
+        for trial_id, run_id in run_ids.items():
+            history = self.client.get_metric_history(run_id, metric)
+            if history:
+                out[trial_id] = {int(m.step) + 1: float(m.value) for m in sorted(history, key=lambda m: m.timestamp)}
+        return out
+
     def log_artifact(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
 

@@ -161,3 +161,20 @@ def test_export_sweep_reads_the_record_and_tunes_results(tmp_path, record) -> No
 
     export_sweep(sweep_dir, storage, space_from_dict(SPACE), experiment_dir=Path(tmp_path / "gone"))
     assert all(not t.intermediate_values for t in optuna.load_study(storage=storage, study_name="toy").trials)
+
+
+def test_epochs_missing_from_tune_results_come_from_the_tracked_curves(tmp_path, record) -> None:
+    """A trial Tune restarted on --resume keeps only its later epochs in result.json; MLflow has them all."""
+    sweep_dir = tmp_path / "sweeps" / "toy"
+    record.write(sweep_dir)
+    experiment = tmp_path / "ray_results" / "toy"
+    folder = experiment / "trial_driver_t_00001"
+    folder.mkdir(parents=True)
+    lines = [{"trial_id": "t_00001", "training_iteration": 1, "epoch": 2, METRIC: 0.7}]  # restarted at epoch 2
+    (folder / "result.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    tracked = {"t_00001": {1: 0.4, 2: 0.5, 3: 0.65}, "t_00002": {1: 0.3}}  # epoch + 1 -> value, as MLflow holds them
+    storage = optuna_storage(tmp_path)
+    export_sweep(sweep_dir, storage, space_from_dict(SPACE), experiment_dir=experiment, tracked_curves=tracked)
+    trials = {t.user_attrs["tune_trial_id"]: t for t in optuna.load_study(storage=storage, study_name="toy").trials}
+    assert trials["t_00001"].intermediate_values == {1: 0.4, 2: 0.5, 3: 0.7}  # Tune's value wins where both have it
+    assert trials["t_00002"].intermediate_values == {1: 0.3}

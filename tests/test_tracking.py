@@ -204,6 +204,9 @@ def test_runs_carry_each_split_as_a_dataset_and_trials_get_readable_names(cfg, t
     resumed.on_trial_result(2, [], trial, {"val/balanced_accuracy": 0.6, "epoch": 2})
     assert resumed._runs["abc_00001"] == callback._runs["abc_00001"]
     assert len(tracker.client.get_run(resumed._runs["abc_00001"]).inputs.dataset_inputs) == 2
+    resumed.on_trial_result(1, [], trial, {"val/balanced_accuracy": 0.65, "epoch": 2})  # the epoch again, rerun
+    curves = tracker.metric_curves(tracker.trial_run_ids(), "val/balanced_accuracy")
+    assert curves == {"abc_00001": {2: 0.5, 3: 0.65}}  # epoch + 1, every epoch the run holds, the latest value wins
 
 
 def test_the_registered_model_has_a_signature_an_input_example_and_a_description(cfg, tmp_path, caplog) -> None:

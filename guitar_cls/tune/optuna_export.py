@@ -196,14 +196,22 @@ def export_sweep(
     experiment_dir: str | Path | None = None,
     run_ids: Mapping[str, str] | None = None,
     attrs: Mapping[str, Any] | None = None,
+    tracked_curves: Mapping[str, Mapping[int, float]] | None = None,
 ) -> optuna.Study:
     """Returns the sweep in ``sweep_dir`` written as an Optuna study into ``storage`` (see ``write_study``), with
-    intermediate values from the Tune experiment folder (a local folder or a URI in object storage) when it exists."""
+    intermediate values from the Tune experiment folder (a local folder or a URI in object storage) when it exists.
+
+    ``tracked_curves`` (trial id -> ``epoch + 1`` -> metric, e.g. ``SweepTracker.metric_curves``) fills the epochs
+    the experiment folder lacks: Tune restarts a trial interrupted mid-run on ``--resume``, and its ``result.json``
+    then holds only the epochs after the checkpoint it resumed from. Tune's values win where both have an epoch.
+    """
     record = SweepRecord.read(sweep_dir)
-    curves = {}
+    curves: dict[str, dict[int, float]] = {}
     if experiment_dir is not None and is_dir(experiment_dir):
         curves = metric_curves(experiment_dir, record.metric)
-    else:
+    elif not tracked_curves:
         log.warning("no Tune experiment folder %s: the Optuna study has no intermediate values", experiment_dir)
+    for trial_id, tracked in (tracked_curves or {}).items():
+        curves[trial_id] = {**tracked, **curves.get(trial_id, {})}
     distributions = {key: p.distribution() for key, p in space.params.items()}
     return write_study(record, storage, distributions, curves=curves, run_ids=run_ids, attrs=attrs)

@@ -364,6 +364,7 @@ def _export_study(setup: _Setup, tracker: Any) -> str | None:
     its URL, or None when it could not be written (logged: the sweep record stays the truth)."""
     import optuna
     import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
 
     from guitar_cls.tune.optuna_export import export_sweep, optuna_storage
 
@@ -377,9 +378,15 @@ def _export_study(setup: _Setup, tracker: Any) -> str | None:
     try:
         run_ids = tracker.trial_run_ids()
         export_sweep(
-            setup.sweep_dir, storage, setup.space, experiment_dir=setup.experiment_path, run_ids=run_ids, attrs=attrs
+            setup.sweep_dir,
+            storage,
+            setup.space,
+            experiment_dir=setup.experiment_path,
+            run_ids=run_ids,
+            attrs=attrs,
+            tracked_curves=tracker.metric_curves(run_ids, setup.space.metric),
         )
-    except (OSError, ValueError, optuna.exceptions.OptunaError, sqlalchemy.exc.SQLAlchemyError) as e:
+    except (OSError, ValueError, optuna.exceptions.OptunaError, sqlalchemy.exc.SQLAlchemyError, MlflowException) as e:
         log.warning("sweep %s: could not write the Optuna study into %s: %s", setup.name, storage, e)
         return None
     log.info("sweep %s written to Optuna: optuna-dashboard %s", setup.name, storage)
