@@ -32,3 +32,13 @@ def test_domain_gap_smoke_trains_on_one_source_and_tests_on_the_other(ray_local,
     a, b = line["details"]["synth_to_samples"], line["details"]["samples_to_synth"]
     # each direction tests on every event of the other source, which the other direction trains and validates on
     assert a["n_test"] == b["n_train"] + b["n_val"] and b["n_test"] == a["n_train"] + a["n_val"]
+
+
+def test_domain_gap_runs_on_a_demo_set_of_its_own_size_beside_the_default_one():
+    from guitar_cls.config import load_config
+
+    cfg = load_config(None, [("data.demo_dir", "/data/demo/")])
+    bigger = domain_gap.demo_of_size(cfg, 480)
+    assert (bigger.data.demo_dir, bigger.data.demo_recordings) == ("/data/demo-480", 480)
+    assert (cfg.data.demo_dir, cfg.data.demo_recordings) == ("/data/demo/", 120)  # the default set is left alone
+    assert domain_gap.demo_of_size(cfg, 120) is cfg  # the default size: the default demo set itself
