@@ -10,7 +10,7 @@ by recording) on every recording of one source, test on every recording of the o
 
 Without ``--metadata`` it runs on a demo set of ``--recordings`` recordings (default 480: four times the default
 demo set, generated once into ``<data.demo_dir>-480``; the default demo set is left alone). The size matters: on
-the default 120 recordings (60 per source, ~600 training notes) synth -> samples scored 0.64-0.76 over many runs,
+the default 120 recordings (60 per source, ~600 training notes) synth -> samples scored 0.71-0.76 over five runs,
 on 480 (~2,400 notes) 0.77-0.86 over four (README, "What the domain-gap runs show"); ``--recordings 120`` is the
 quick version (~10 min on 2 cores against ~37).
 """
