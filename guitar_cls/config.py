@@ -114,6 +114,11 @@ class TrainingConfig:
     # vs 0.79 on demo v3/v4, but it costs ~38 % of a resnet-16 CPU step (bf16, 2 threads: 133 -> 184 ms) and the
     # brief's ResNet trains 2.5x instead of 3.0x the brief's loop (`benchmark.py train`): off by default.
     masked_batchnorm: bool = False
+    # An exponential moving average of the weights and batch-norm statistics, updated after every optimizer step
+    # (decay warmed up as min(ema_decay, (1 + n) / (10 + n)) over the first steps): validation, early stopping, the
+    # checkpoints and the registered model use the averaged network; the optimizer keeps training the raw one. null =
+    # off. 0.99-0.999 for a few hundred steps per epoch or fewer (the average spans ~1 / (1 - decay) steps).
+    ema_decay: float | None = field(default=None, metadata=_range(0.0, 0.99999))
 
 
 @dataclass

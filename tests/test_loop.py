@@ -263,3 +263,51 @@ def test_the_epoch_that_ends_training_early_says_so():
     cfg = _cfg(epochs=30, learning_rate=1e-7, early_stopping_patience=2, scheduler="none")
     summary = fit(cfg, train, val, report=lambda m, latest, best: seen.append(m["early_stopped"]))
     assert summary["stopped_early"] and seen[-1] == 1 and set(seen[:-1]) == {0}
+
+
+def test_weight_average_warms_up_then_follows_its_decay():
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=loop.ema_multi_avg_fn(0.9), use_buffers=True)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+        ema.update_parameters(net)  # the first update copies
+        net.weight.fill_(1.0)
+        ema.update_parameters(net)  # n = 1: decay (1 + 1) / (10 + 1), not 0.9
+    assert ema.module.weight.item() == pytest.approx(1 - 2 / 11)
+    for _ in range(200):
+        ema.update_parameters(net)
+    before = ema.module.weight.item()
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+    ema.update_parameters(net)  # n > 80: the configured 0.9
+    assert ema.module.weight.item() == pytest.approx(before + 0.1 * (2.0 - before))
+
+
+def test_weight_average_is_what_validates_and_is_checkpointed():
+    train, val = _toy_set(48, 0), _toy_set(15, 1)
+    saved = []
+    cfg = _cfg(epochs=2, ema_decay=0.9, amp=False)
+    summary = fit(cfg, train, val, report=lambda m, latest, best: saved.append(latest))
+    last = saved[-1]
+    assert last["extra"]["ema_updates"] == 2 * 3  # 48 notes in batches of 16, two epochs
+    raw, avg = last["train_state_dict"], last["state_dict"]
+    assert any(not torch.equal(raw[k], avg[k]) for k in avg if avg[k].is_floating_point())
+    model, frontend = inference.build_from_config(cfg, kwargs=last["model_kwargs"])
+    for state, same in ((avg, True), (raw, False)):
+        model.load_state_dict(state)
+        ece = loop.classification_metrics(val.labels, predict_proba(model, frontend, val))["ece"]
+        assert (ece == pytest.approx(summary["history"][-1]["val/ece"], abs=1e-6)) is same
+
+
+def test_resume_restores_the_raw_weights_and_their_average():
+    train, val = _toy_set(48, 0), _toy_set(15, 1)
+    saved = []
+    fit(_cfg(epochs=1, ema_decay=0.9), train, val, report=lambda m, latest, best: saved.append(latest))
+    parts = build_parts(_cfg(epochs=3, ema_decay=0.9), train.class_counts(), 3, torch.device("cpu"))
+    assert loop._resume(parts, saved[-1], loop.BestTracker()) == 1
+    for net, key in ((parts.model, "train_state_dict"), (parts.ema.module, "state_dict")):
+        assert all(torch.equal(v, saved[-1][key][k]) for k, v in net.state_dict().items())
+    assert int(parts.ema.n_averaged) == saved[-1]["extra"]["ema_updates"] == 3
+    assert saved[-1]["train_state_dict"] is not None and fit(_cfg(epochs=1), train, val)["best_payload"][
+        "train_state_dict"
+    ] is None

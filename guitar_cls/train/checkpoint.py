@@ -35,17 +35,21 @@ def make_payload(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     extra: dict[str, Any] | None = None,
+    train_model: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Returns the checkpoint dict for ``model`` (unwrapped from DDP) after ``epoch``."""
-    model = getattr(model, "module", model)
-    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    """Returns the checkpoint dict for ``model`` (unwrapped from DDP) after ``epoch``.
+
+    ``train_model``: the raw network the optimizer trains when ``model`` is its weight average (``training.ema_decay``);
+    its weights go to ``train_state_dict`` so that a resumed run continues both.
+    """
     return {
         "format": FORMAT_VERSION,
         "labels": list(LABELS),
         "model_name": cfg.model.name,
         "model_kwargs": model_kwargs(cfg, in_channels),
         "config": cfg.to_dict(),
-        "state_dict": state,
+        "state_dict": _cpu_state(model),
+        "train_state_dict": _cpu_state(train_model) if train_model is not None else None,
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "epoch": int(epoch),
@@ -53,6 +57,11 @@ def make_payload(
         "best_metric": float(best_metric),
         "extra": extra or {},
     }
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    model = getattr(model, "module", model)  # DDP
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:

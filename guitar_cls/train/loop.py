@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from guitar_cls.augment import WaveformAugment, mixup, spec_augment
 from guitar_cls.config import Config, TrainingConfig
@@ -113,6 +114,12 @@ class TrainParts:
     amp_dtype: torch.dtype | None
     channels_last: bool
     feature_caches: dict[str, list] = field(default_factory=dict)  # split prefix -> inference.predict_proba's cache
+    ema: AveragedModel | None = None  # the moving average of the weights (training.ema_decay), else None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The network that validates, is checkpointed and registered: the weight average if there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 def build_optimizer(params: Any, tc: TrainingConfig) -> torch.optim.Optimizer:
@@ -190,6 +197,23 @@ def resolve_precision(tc: TrainingConfig, device: torch.device) -> tuple[torch.d
     return (torch.bfloat16 if on else None), device.type == "cuda" and tc.channels_last
 
 
+def ema_multi_avg_fn(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """Returns an ``AveragedModel`` update: ``avg += (1 - d) * (new - avg)`` with ``d = min(decay, (1 + n) / (10 + n))``
+    after ``n`` earlier updates, so that the average forgets the random initialisation within the first steps (as
+    TensorFlow's and timm's model EMA do). Integer buffers (batch norms' step counts) are copied."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    return update
+
+
 def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, device: torch.device) -> TrainParts:
     """Returns model, front end, augmentation, loss, optimizer and scheduler for ``cfg`` on ``device``."""
     tc = cfg.training
@@ -202,6 +226,9 @@ def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, dev
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), tc)
     weights_counts = torch.as_tensor(class_counts, dtype=torch.float32)
+    ema = None
+    if tc.ema_decay is not None:
+        ema = AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(tc.ema_decay), use_buffers=True).eval()
     return TrainParts(
         model=model,
         frontend=frontend,
@@ -212,6 +239,7 @@ def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, dev
         device=device,
         amp_dtype=amp_dtype,
         channels_last=channels_last,
+        ema=ema,
     )
 
 
@@ -254,6 +282,8 @@ def train_one_epoch(
         loss.backward()
         nn.utils.clip_grad_norm_(parts.model.parameters(), 5.0)
         parts.optimizer.step()
+        if parts.ema is not None:
+            parts.ema.update_parameters(parts.model)
         if isinstance(parts.scheduler, torch.optim.lr_scheduler.OneCycleLR):
             parts.scheduler.step()
         total += loss.item() * len(idx)
@@ -307,7 +337,7 @@ def split_metrics(parts: TrainParts, data: SnippetSet, prefix: str, batch_size: 
     idx = np.arange(rank, len(data), world)
     cache = parts.feature_caches.setdefault(prefix, [])
     probs = predict_proba(
-        parts.model, parts.frontend, data.subset(idx), batch_size, parts.device, parts.amp_dtype, cache
+        parts.eval_model, parts.frontend, data.subset(idx), batch_size, parts.device, parts.amp_dtype, cache
     )
     idx, probs = gather_predictions(idx, probs)
     metrics = classification_metrics(data.labels[idx], probs)
@@ -354,7 +384,14 @@ class BestTracker:
 
 def _resume(parts: TrainParts, resume: dict[str, Any], tracker: BestTracker) -> int:
     """Loads a latest-checkpoint payload into ``parts`` and ``tracker``; returns the epoch to start from."""
-    parts.model.load_state_dict(resume["state_dict"])
+    if parts.ema is not None and resume.get("train_state_dict") is not None:
+        parts.model.load_state_dict(resume["train_state_dict"])
+        parts.ema.module.load_state_dict(resume["state_dict"])
+        parts.ema.n_averaged.fill_(int(resume["extra"]["ema_updates"]))
+    else:  # no average saved (or none wanted now): train on from the weights that were checkpointed
+        parts.model.load_state_dict(resume.get("train_state_dict") or resume["state_dict"])
+        if parts.ema is not None:
+            parts.ema.module.load_state_dict(parts.model.state_dict())
     if resume.get("optimizer"):
         parts.optimizer.load_state_dict(resume["optimizer"])
     if parts.scheduler is not None and resume.get("scheduler"):
@@ -403,9 +440,13 @@ def run_epoch(
 
 
 def _payload(parts: TrainParts, cfg: Config, epoch: int, metrics: dict[str, Any], tracker: BestTracker) -> dict:
-    """Returns the checkpoint payload after ``epoch`` (with the early-stopping state a resumed run continues)."""
+    """Returns the checkpoint payload after ``epoch`` (with the early-stopping state a resumed run continues); with a
+    weight average its weights are the model's and the raw ones ride along for resuming."""
+    extra = {"best_epoch": tracker.best_epoch, "since_best": tracker.since_best, "metric": tracker.metric}
+    if parts.ema is not None:
+        extra["ema_updates"] = int(parts.ema.n_averaged)
     return make_payload(
-        parts.model,
+        parts.eval_model,
         cfg,
         parts.frontend.in_channels,
         epoch=epoch,
@@ -413,7 +454,8 @@ def _payload(parts: TrainParts, cfg: Config, epoch: int, metrics: dict[str, Any]
         best_metric=tracker.best,
         optimizer=parts.optimizer,
         scheduler=parts.scheduler,
-        extra={"best_epoch": tracker.best_epoch, "since_best": tracker.since_best, "metric": tracker.metric},
+        extra=extra,
+        train_model=parts.model if parts.ema is not None else None,
     )
 
 
