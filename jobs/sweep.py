@@ -2,7 +2,10 @@
 
     python jobs/sweep.py --space search_spaces/arch.yaml [--data metadata.csv --audio-root DIR ...] [--name NAME]
                          [--resume] [--set key=value ...] [--no-register] [--promote] [--smoke-test]
-                         [--num-samples N] [--time-budget SECONDS]
+                         [--num-samples N] [--time-budget SECONDS] [--refit-epochs N]
+
+After the search the picked trial's configuration trains again for the space's `budget.refit_epochs` (arch, augment
+and features: 30) on the same splits; the refit is tested and registered when it scores better on validation.
 
 --data and --audio-root repeat to train on several tables together (roots pair with tables in order; one root is
 shared by all tables but `demo`, the demo set). With RAY_ADDRESS set (as inside `ray job submit`) it joins that cluster.
@@ -35,6 +38,9 @@ def main() -> None:
     )
     parser.add_argument("--num-samples", type=int, help="number of trials (replaces the space's budget)")
     parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop starting/running trials after")
+    parser.add_argument(
+        "--refit-epochs", type=int, metavar="N", help="train the picked trial again for N epochs (0: no refit)"
+    )
     parser.add_argument("--smoke-test", action="store_true", help=f"run {SMOKE_SPACE} (tiny, CPU)")
     args = parser.parse_args()
     if not args.space and not args.smoke_test:
@@ -54,6 +60,7 @@ def main() -> None:
             num_samples=args.num_samples,
             time_budget_s=args.time_budget,
             promote=args.promote,
+            refit_epochs=args.refit_epochs,
         )
     except SweepInterrupted as e:
         print(e, file=sys.stderr)

@@ -155,7 +155,8 @@ def run_interrupted_sweep(tmp: Path) -> InterruptedSweep:
     2. ``--resume``, then SIGKILL to the driver's whole process group (no chance to save or clean up) once the state
        this run saved lists the next trial as running (before its first epoch: a trial killed after one restarts
        from its Train checkpoint, and Tune's result.json of it then lacks the epochs before the kill);
-    3. ``--resume`` to the end (it registers the champion).
+    3. ``--resume --refit-epochs 3`` to the end: the picked trial's configuration trains again for 3 epochs, and the
+       better of it and the trial on validation is tested and registered as the champion.
 
     One chain serves the Ctrl-C test (tests/test_jobs.py) and the SIGKILL test (tests/test_faults.py), through the
     session fixture ``interrupted_sweep`` (tests/conftest.py): one sweep started three times instead of a sweep of its
@@ -197,7 +198,7 @@ def run_interrupted_sweep(tmp: Path) -> InterruptedSweep:
         proc.wait()
     finished_at_kill = {p.parent.name: p.read_text() for p in killed}
 
-    resumed = _run([*cmd, "--resume"], tmp, 600)
+    resumed = _run([*cmd, "--resume", "--refit-epochs", "3"], tmp, 600)
     return InterruptedSweep(
         outputs=tmp / "outputs",
         demo=demo,
@@ -228,6 +229,7 @@ def test_sweep_interrupted_then_resumed_keeps_finished_trials_and_registers_a_ch
         assert (sweep.storage / sweep.name / trial_dir / "result.json").read_text() == text
     reg = summary["registration"]
     assert reg["champion"] is True and reg["version"] == "1"
+    check_refit(sweep.outputs / "sweeps" / sweep.name, summary)
     import test_sweep  # what the MLflow UI and optuna-dashboard show of it (issue 14), checked on this sweep's store
 
     test_sweep.check_sweep_is_browsable(sweep.outputs, sweep.name)
@@ -246,6 +248,29 @@ def test_sweep_interrupted_then_resumed_keeps_finished_trials_and_registers_a_ch
     assert out.shape[0] == 1 and out["label"][0] in ("harmonic", "dead_note", "general_note")
     probs = out[["prob_harmonic", "prob_dead_note", "prob_general_note"]].to_numpy()
     assert abs(probs.sum() - 1) < 1e-4
+
+
+def check_refit(sweep_dir: Path, summary: dict) -> None:
+    """The refit (``--refit-epochs 3`` after 2-epoch trials) trained the picked trial's own configuration for 3 epochs
+    on the sweep's splits, and the checkpoint tested and registered is the refit's exactly when it validated better."""
+    from guitar_cls.train.checkpoint import read_checkpoint
+    from guitar_cls.tune.record import SweepRecord
+
+    refit = summary["refit"]
+    metric = "val/balanced_accuracy"
+    assert refit["trial_id"] == summary["best_trial"] and refit["epochs"] == 3 and refit["epochs_run"] == 3
+    trial = next(t for t in SweepRecord.read(sweep_dir).trials if t.trial_id == refit["trial_id"])
+    assert refit[f"trial_{metric}"] == trial.best
+    assert refit["used"] == (refit[metric] > trial.best)
+    ours = read_checkpoint(refit["checkpoint"])
+    assert Path(refit["checkpoint"]).is_relative_to(sweep_dir / "refit")
+    assert ours["config"]["training"]["epochs"] == 3 and ours["best_metric"] == refit[metric]
+    theirs = read_checkpoint(trial.checkpoint)["config"]
+    assert theirs["training"]["epochs"] == 2
+    for section in ("model", "features", "augmentation"):  # the trial's own configuration, searched values included
+        assert ours["config"][section] == theirs[section]
+    assert ours["config"]["training"]["learning_rate"] == theirs["training"]["learning_rate"]
+    assert summary["checkpoint"] == (refit["checkpoint"] if refit["used"] else str(trial.checkpoint))
 
 
 def _pids(marker: str) -> list[int]:

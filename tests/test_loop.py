@@ -308,6 +308,7 @@ def test_resume_restores_the_raw_weights_and_their_average():
     for net, key in ((parts.model, "train_state_dict"), (parts.ema.module, "state_dict")):
         assert all(torch.equal(v, saved[-1][key][k]) for k, v in net.state_dict().items())
     assert int(parts.ema.n_averaged) == saved[-1]["extra"]["ema_updates"] == 3
-    assert saved[-1]["train_state_dict"] is not None and fit(_cfg(epochs=1), train, val)["best_payload"][
-        "train_state_dict"
-    ] is None
+    assert (
+        saved[-1]["train_state_dict"] is not None
+        and fit(_cfg(epochs=1), train, val)["best_payload"]["train_state_dict"] is None
+    )

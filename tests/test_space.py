@@ -356,6 +356,22 @@ def test_budget_overrides_are_checked_before_any_trial(
     assert space.with_budget(3, 60).budget.num_samples == 3 and space.budget.num_samples == 4
 
 
+def test_refit_is_read_checked_and_turned_off_by_zero(tmp_path: Path) -> None:
+    assert load_space(write(tmp_path, MINIMAL, "mini.yaml")).budget.refit_epochs is None
+    budget = MINIMAL["budget"]
+    refit = with_changes(budget={**budget, "refit_epochs": 30, "refit_patience": 5})
+    space = load_space(write(tmp_path, refit, "refit.yaml"))
+    assert (space.budget.refit_epochs, space.budget.refit_patience) == (30, 5)
+    assert space.with_budget(refit_epochs=0).budget.refit_epochs is None  # --refit-epochs 0: off
+    assert space.with_budget(refit_epochs=40).budget.refit_epochs == 40 and space.budget.refit_epochs == 30
+    with pytest.raises(SpaceError, match=r"budget.refit_epochs \(--refit-epochs\): must be at least 0"):
+        space.with_budget(refit_epochs=-1)
+    for bad in ({"refit_epochs": 0}, {"refit_patience": 0}, {"refit_epochs": "long"}):
+        with pytest.raises(SpaceError, match=f"budget.{next(iter(bad))}"):
+            load_space(write(tmp_path, with_changes(budget={**budget, **bad}), "bad.yaml"))
+    assert load_space(SPACES / "arch.yaml").budget.refit_epochs == 30
+
+
 def test_run_sweep_refuses_a_name_outside_outputs(tmp_path: Path) -> None:
     from guitar_cls.tune.sweep import run_sweep
 

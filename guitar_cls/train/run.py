@@ -160,19 +160,18 @@ def test_metrics(checkpoint: Path, data: SnippetSet) -> dict[str, Any]:
     return classification_metrics(data.labels, probs)
 
 
-def train(cfg: Config, name: str | None = None, extra_loop_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Trains one configuration with Ray Train and returns test metrics plus the best checkpoint path."""
-    cfg = absolute_paths(cfg)
-    name = name or time.strftime("train-%Y%m%d-%H%M%S")
-    out_dir = Path(cfg.logging.output_dir) / "runs" / name
-    init_ray()
-    data = prepare_data(cfg, out_dir)
+def run_trainer(
+    cfg: Config, data: PreparedData, name: str, out_dir: Path, loop_extra: dict[str, Any] | None = None
+) -> tuple[Path, Any, float]:
+    """Trains ``cfg`` on ``data``'s cache and splits with Ray Train (run ``name`` in the configured storage), copies
+    its last checkpoint folder to ``out_dir/checkpoint`` and returns (the ``best.pt`` there, the Ray result, wall
+    seconds). ``loop_extra``: more ``train_loop_per_worker`` settings (``metric``/``mode``)."""
     plan = plan_resources(cfg.training.num_workers)
     loop_config = {
         "cfg": cfg.to_dict(),
         "cache_path": str(data.cache.path),
         "rows": data.loop_rows(),
-        **(extra_loop_config or {}),
+        **(loop_extra or {}),
     }
     trainer = make_trainer(
         cfg,
@@ -190,7 +189,17 @@ def train(cfg: Config, name: str | None = None, extra_loop_config: dict[str, Any
     with result.checkpoint.as_directory() as d:
         ckpt_dir = out_dir / "checkpoint"
         shutil.copytree(d, ckpt_dir, dirs_exist_ok=True)
-    best = ckpt_dir / BEST
+    return ckpt_dir / BEST, result, wall
+
+
+def train(cfg: Config, name: str | None = None, extra_loop_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Trains one configuration with Ray Train and returns test metrics plus the best checkpoint path."""
+    cfg = absolute_paths(cfg)
+    name = name or time.strftime("train-%Y%m%d-%H%M%S")
+    out_dir = Path(cfg.logging.output_dir) / "runs" / name
+    init_ray()
+    data = prepare_data(cfg, out_dir)
+    best, result, wall = run_trainer(cfg, data, name, out_dir, extra_loop_config)
     metrics = test_metrics(best, data.snippet_set("test"))
     summary = {
         "name": name,
@@ -209,4 +218,4 @@ def train(cfg: Config, name: str | None = None, extra_loop_config: dict[str, Any
     return summary
 
 
-__all__ = ["PreparedData", "absolute_paths", "init_ray", "prepare_data", "test_metrics", "train"]
+__all__ = ["PreparedData", "absolute_paths", "init_ray", "prepare_data", "run_trainer", "test_metrics", "train"]

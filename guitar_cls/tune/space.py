@@ -56,7 +56,7 @@ _SEARCH_KEYS = {
 TRIAL_CONSTANTS = ("latency_ms",)
 CHAMPION_POLICIES = ("best", "fastest_within", "max_latency_ms")
 _SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor"), "fifo": ("type",)}
-_BUDGET_KEYS = ("num_samples", "max_epochs", "time_budget_s", "max_concurrent_trials")
+_BUDGET_KEYS = ("num_samples", "max_epochs", "time_budget_s", "max_concurrent_trials", "refit_epochs", "refit_patience")
 _KEY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _METRIC_RE = re.compile(r"^[A-Za-z_]\w*/[A-Za-z_][\w/]*$")
 # A sweep name is one folder under outputs/sweeps and the Ray storage: no separators, no leading dot, no "..".
@@ -202,6 +202,11 @@ class Budget:
     max_epochs: int
     time_budget_s: float | None = None
     max_concurrent_trials: int | None = None  # None -> planned from the cluster
+    # After the search, the champion trial's configuration trains again for refit_epochs (early stopping after
+    # refit_patience epochs without improvement) on the same splits; the better of the two on the sweep's metric is
+    # tested and registered. None: off. Trials are cut short to search many; the model users get should not be.
+    refit_epochs: int | None = None
+    refit_patience: int = 10
 
 
 @dataclass
@@ -242,8 +247,11 @@ class SearchSpace:
         """Returns the constant entries every trial config carries (``training.epochs``)."""
         return {_EPOCHS_KEY: self.budget.max_epochs}
 
-    def with_budget(self, num_samples: int | None = None, time_budget_s: float | None = None) -> SearchSpace:
-        """Returns a copy whose budget uses the given values (``--num-samples``, ``--time-budget``) where not None.
+    def with_budget(
+        self, num_samples: int | None = None, time_budget_s: float | None = None, refit_epochs: int | None = None
+    ) -> SearchSpace:
+        """Returns a copy whose budget uses the given values (``--num-samples``, ``--time-budget``,
+        ``--refit-epochs``: 0 turns the refit off) where not None.
 
         Raises SpaceError naming the file and key for a count below 1 or a time budget that is not positive.
         """
@@ -257,6 +265,9 @@ class SearchSpace:
                 if t <= 0:
                     raise _error("budget.time_budget_s (--time-budget)", f"must be positive, got {t}")
                 budget.time_budget_s = float(t)
+            if refit_epochs is not None:
+                n = _int(refit_epochs, "budget.refit_epochs (--refit-epochs)", lo=0)
+                budget.refit_epochs = n or None
         except SpaceError as e:
             raise SpaceError(f"{self.source}: {e}", key=e.key) from None
         out = copy.copy(self)
@@ -583,6 +594,10 @@ def _parse_budget(data: dict[str, Any]) -> Budget:
         budget.time_budget_s = float(t)
     if data.get("max_concurrent_trials") is not None:
         budget.max_concurrent_trials = _int(data["max_concurrent_trials"], "budget.max_concurrent_trials", 1)
+    if data.get("refit_epochs") is not None:
+        budget.refit_epochs = _int(data["refit_epochs"], "budget.refit_epochs", lo=1)
+    if "refit_patience" in data:
+        budget.refit_patience = _int(data["refit_patience"], "budget.refit_patience", lo=1)
     return budget
 
 

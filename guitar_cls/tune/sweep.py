@@ -31,15 +31,18 @@ from ray import tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
 from guitar_cls import storage
-from guitar_cls.config import Config, load_config
+from guitar_cls.config import Config, config_from_dict, load_config
+from guitar_cls.train.checkpoint import read_checkpoint
+from guitar_cls.train.loop import best_key
 from guitar_cls.train.resources import DRIVER_RESOURCES, ResourcePlan, plan_resources
-from guitar_cls.train.run import PreparedData, absolute_paths, init_ray, prepare_data, test_metrics
+from guitar_cls.train.run import PreparedData, absolute_paths, init_ray, prepare_data, run_trainer, test_metrics
 from guitar_cls.tune.record import (
     LEADERBOARD_CSV,
     RECORD_FILES,
     SPLITS_FILE,
     SWEEP_START,
     SweepRecord,
+    TrialRecord,
     fetch_checkpoint,
     leaderboard,
     pareto_front,
@@ -249,9 +252,10 @@ def _setup(
     resume: bool,
     num_samples: int | None,
     time_budget_s: float | None,
+    refit_epochs: int | None = None,
 ) -> _Setup:
     """Returns the checked space, name, base config and folders; raises before any Ray or data work (see run_sweep)."""
-    space: SearchSpace = load_space(space_path).with_budget(num_samples, time_budget_s)
+    space: SearchSpace = load_space(space_path).with_budget(num_samples, time_budget_s, refit_epochs)
     name = check_sweep_name(name, "--name") if name else space.name
     base = absolute_paths(load_config(None, [*space.shared_overrides(), *(overrides or [])]))
     sweep_dir = Path(base.logging.output_dir) / "sweeps" / name
@@ -314,6 +318,42 @@ def _make_tuner(setup: _Setup, data: PreparedData, tracker: Any, loop_extra: dic
     )
 
 
+REFIT_DIR = "refit"  # in the sweep folder: the refit run's checkpoint folder, per trial id
+
+
+def _refit(setup: _Setup, data: PreparedData, tracker: Any, best: TrialRecord, checkpoint: Path) -> dict[str, Any]:
+    """Trains the picked trial's configuration again for ``budget.refit_epochs`` on the sweep's splits and returns
+    what it gave: its best value of the sweep's metric beside the trial's, whether it is ``used`` (better on that
+    metric: validation picks, the test split stays untouched) and its checkpoint."""
+    space, budget = setup.space, setup.space.budget
+    cfg = config_from_dict(read_checkpoint(checkpoint)["config"])  # the trial's own configuration
+    training = dataclasses.replace(
+        cfg.training, epochs=budget.refit_epochs, early_stopping_patience=budget.refit_patience
+    )
+    cfg = dataclasses.replace(cfg, training=training)
+    log.info("sweep %s: refitting trial %s for %d epochs (patience %d)", setup.name, best.trial_id,
+             budget.refit_epochs, budget.refit_patience)  # fmt: skip
+    name = f"{setup.name}-refit-{best.trial_id}"
+    out_dir = setup.sweep_dir / REFIT_DIR / best.trial_id
+    path, result, wall = run_trainer(cfg, data, name, out_dir, {"metric": space.metric, "mode": space.mode})
+    value = float(result.metrics[best_key(space.metric)])
+    used = value > best.best if space.mode == "max" else value < best.best
+    info = {
+        "trial_id": best.trial_id,
+        "epochs": budget.refit_epochs,
+        "epochs_run": int(result.metrics["epoch"]) + 1,
+        space.metric: value,
+        f"trial_{space.metric}": best.best,
+        "used": bool(used),
+        "checkpoint": str(path),
+        "wall_s": round(wall, 1),
+    }
+    tracker.log_metrics({f"refit/{best_key(space.metric)}": value, "refit/epochs_run": float(info["epochs_run"])})
+    log.info("sweep %s: refit %s %.4f against the trial's %.4f: %s", setup.name, space.metric, value, best.best,
+             "the refit is tested and registered" if used else "the trial's checkpoint stays")  # fmt: skip
+    return info
+
+
 def _finish(
     setup: _Setup,
     record: SweepRecord,
@@ -338,6 +378,11 @@ def _finish(
         best.trial_id, record.metric, best.best, "?" if best.latency_ms is None else f"{best.latency_ms:.2f}", why,
     )  # fmt: skip
     checkpoint = fetch_checkpoint(best, setup.sweep_dir)  # a local file (fetched once from object storage)
+    refit_epochs = setup.space.budget.refit_epochs
+    if refit_epochs is not None and refit_epochs > setup.space.budget.max_epochs:
+        out["refit"] = _refit(setup, data, tracker, best, checkpoint)
+        if out["refit"]["used"]:
+            checkpoint = Path(out["refit"]["checkpoint"])
     test = test_metrics(checkpoint, data.snippet_set("test"))
     tracker.log_metrics(test, prefix="best_trial/test/")
     tracker.log_metrics({"best_trial/" + record.best_key: float(best.best)})
@@ -345,6 +390,9 @@ def _finish(
         tracker.log_metrics({"best_trial/latency_ms": best.latency_ms})
     out |= {"best_trial": best.trial_id, "champion": {**picked, "reason": why}, "checkpoint": str(checkpoint)}
     out["test"] = test
+    selection = {"policy": policy, record.metric: best.best, "latency_ms": best.latency_ms}
+    if out.get("refit", {}).get("used"):  # the registered weights are the refit's: its validation score
+        selection |= {record.metric: out["refit"][record.metric], "refit_epochs": refit_epochs}
     if register:
         out["registration"] = tracker.register(
             checkpoint,
@@ -354,7 +402,7 @@ def _finish(
             metric=record.test_metric,
             mode=record.mode,
             test_metrics=test,
-            selection={"policy": policy, record.metric: best.best, "latency_ms": best.latency_ms},
+            selection=selection,
         )
     return out
 
@@ -404,18 +452,20 @@ def run_sweep(
     num_samples: int | None = None,
     time_budget_s: float | None = None,
     promote: bool = False,
+    refit_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Runs (or resumes) the sweep described by ``space_path`` and returns its summary.
 
-    ``num_samples`` and ``time_budget_s`` replace the space file's budget when given. The summary holds the
-    leaderboard, the best trial's test metrics and the registration outcome (``promote``: the best model takes the
-    ``champion`` alias even from a champion trained on other data or splits).
+    ``num_samples``, ``time_budget_s`` and ``refit_epochs`` (0: no refit) replace the space file's budget when given.
+    The summary holds the leaderboard, the best trial's test metrics (the refit's when it is used), the refit and the
+    registration outcome (``promote``: the best model takes the ``champion`` alias even from a champion trained on
+    other data or splits).
 
     Raises:
         SweepNameInUse: the name was used before and ``resume`` is False.
         SweepDataChanged: ``resume`` of a sweep whose data or splits settings changed.
     """
-    setup = _setup(space_path, overrides, name, resume, num_samples, time_budget_s)
+    setup = _setup(space_path, overrides, name, resume, num_samples, time_budget_s, refit_epochs)
     space, sweep_dir = setup.space, setup.sweep_dir
     init_ray()
     data = prepare_data(setup.base, sweep_dir)
