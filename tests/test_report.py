@@ -520,3 +520,19 @@ def test_a_multi_objective_sweep_shows_its_own_front_and_the_policy_pick(tmp_pat
     champion = section(text, "Champion on the test split")
     assert "policy `fastest_within: 0.05` picked trial **00123456**" in champion and "latency 8.00 ms" in champion
     assert report.sweep.best["trial_id"] == "00123456"
+
+
+@pytest.mark.parametrize("used", [True, False])
+def test_the_header_says_what_the_refit_gave(tmp_path: Path, used: bool) -> None:
+    out = write_sweep(tmp_path)
+    sweep_dir = out / "sweeps" / "fake"
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    metric = "val/balanced_accuracy"
+    summary["refit"] = {"trial_id": summary["best_trial"], "epochs": 30, "epochs_run": 24, metric: 0.8123,
+                        f"trial_{metric}": 0.7811, "used": used}  # fmt: skip
+    (sweep_dir / "summary.json").write_text(json.dumps(summary))
+    text = rp.build_report("fake", tmp_path / "report", output_dir=out, evaluate_champion=False).path.read_text()
+    header = text.split("\n## ", 1)[0]
+    assert "refit for 30 epochs (24 run): val/balanced_accuracy 0.8123 against the trial's 0.7811" in header
+    assert ("refit is the tested and registered model" in header) is used
+    assert ("trial's own checkpoint stays" in header) is not used

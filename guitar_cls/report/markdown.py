@@ -134,6 +134,14 @@ def header_section(sweep: SweepData, c: ReportContent) -> list[str]:
         facts.append(f"wall time {float(s['wall_s']) / 60:.1f} min")
     if "best_trial" in s:
         facts.append(f"best trial **{s['best_trial']}**")
+    refit = s.get("refit") or {}
+    if refit:
+        facts.append(
+            f"its configuration refit for {refit.get('epochs')} epochs ({refit.get('epochs_run')} run): "
+            f"{sweep.metric} {refit.get(sweep.metric, float('nan')):.4f} against the trial's "
+            f"{refit.get('trial_' + sweep.metric, float('nan')):.4f}, so the "
+            + ("refit is the tested and registered model" if refit.get("used") else "trial's own checkpoint stays")
+        )
     reg = s.get("registration") or {}
     if reg:
         facts.append(
