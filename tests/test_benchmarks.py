@@ -42,3 +42,7 @@ def test_domain_gap_runs_on_a_demo_set_of_its_own_size_beside_the_default_one():
     assert (bigger.data.demo_dir, bigger.data.demo_recordings) == ("/data/demo-480", 480)
     assert (cfg.data.demo_dir, cfg.data.demo_recordings) == ("/data/demo/", 120)  # the default set is left alone
     assert domain_gap.demo_of_size(cfg, 120) is cfg  # the default size: the default demo set itself
+    from guitar_cls.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.demo_recordings: 1 is outside the allowed range"):
+        domain_gap.demo_of_size(cfg, 1)

@@ -18,7 +18,6 @@ quick version (~10 min on 2 cores against ~37).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from guitar_cls.config import Config, load_config
+from guitar_cls.config import Config, config_from_dict, load_config
 from guitar_cls.data.pipeline import cache_dataset
 from guitar_cls.data.schema import LABELS, read_metadata
 from guitar_cls.data.source import resolve_data
@@ -86,8 +85,8 @@ def demo_of_size(cfg: Config, recordings: int) -> Config:
     if recordings == cfg.data.demo_recordings:
         return cfg
     demo_dir = f"{cfg.data.demo_dir.rstrip('/')}-{recordings}"
-    data = dataclasses.replace(cfg.data, demo_dir=demo_dir, demo_recordings=recordings)
-    return dataclasses.replace(cfg, data=data)
+    # through the config's own checks: a bad --recordings is a ConfigError naming data.demo_recordings
+    return config_from_dict(cfg.to_dict(), [("data.demo_dir", demo_dir), ("data.demo_recordings", recordings)])
 
 
 def main(argv: list[str]) -> int:
