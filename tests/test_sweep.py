@@ -262,3 +262,30 @@ def test_the_resource_plan_fits_workers_on_nodes_not_on_the_cluster_total() -> N
     gpu = [{"CPU": 8.0}, {"CPU": 8.0, "GPU": 1.0}, {"CPU": 8.0, "GPU": 1.0}]  # deploy/: CPU head, 1-GPU workers
     assert plan_resources(1, gpu) == ResourcePlan(True, 8, 8, 2)
     assert plan_resources(2, gpu) == ResourcePlan(True, 8, 8, 1)
+
+
+def test_a_failed_refit_keeps_the_trial_and_a_refit_trains_the_trials_own_config(tmp_path, monkeypatch) -> None:
+    """The refit trains the picked trial's checkpointed configuration for ``refit_epochs``; when that training fails,
+    the sweep keeps the trial's checkpoint (tested and registered) instead of losing the search."""
+    from test_predict import tiny_checkpoint
+
+    from guitar_cls.config import load_config
+    from guitar_cls.tune.record import TrialRecord
+
+    space = load_space(SMOKE).with_budget(refit_epochs=5)
+    setup = sweep._Setup(space, "smoke", load_config(None), tmp_path / "sweeps" / "smoke", str(tmp_path), False)
+    checkpoint = tiny_checkpoint(tmp_path / "trial" / "best.pt")
+    best = TrialRecord("t1", "TERMINATED", "completed", 2, 0.6, 0.6, None, str(checkpoint.parent))
+    asked = {}
+
+    def failing(cfg, data, name, out_dir, loop_extra):
+        asked.update(cfg=cfg, name=name, out_dir=out_dir, loop_extra=loop_extra)
+        raise RuntimeError("worker died")
+
+    monkeypatch.setattr(sweep, "run_trainer", failing)
+    out = sweep._try_refit(setup, None, None, best, checkpoint)
+    assert out == {"trial_id": "t1", "epochs": 5, "used": False, "error": "worker died"}
+    assert asked["cfg"].training.epochs == 5 and asked["cfg"].training.early_stopping_patience == 10
+    assert asked["cfg"].model.params == {"base_width": 4, "blocks": [1, 1, 1, 1]}  # the trial's own model
+    assert asked["name"] == "smoke-refit-t1" and asked["out_dir"] == setup.sweep_dir / "refit" / "t1"
+    assert asked["loop_extra"] == {"metric": "val/balanced_accuracy", "mode": "max"}

@@ -135,7 +135,10 @@ def header_section(sweep: SweepData, c: ReportContent) -> list[str]:
     if "best_trial" in s:
         facts.append(f"best trial **{s['best_trial']}**")
     refit = s.get("refit") or {}
-    if refit:
+    if refit.get("error"):
+        epochs, error = refit.get("epochs"), refit["error"]
+        facts.append(f"its refit for {epochs} epochs failed ({error}): the trial's checkpoint stays")
+    elif refit:
         facts.append(
             f"its configuration refit for {refit.get('epochs')} epochs ({refit.get('epochs_run')} run): "
             f"{sweep.metric} {refit.get(sweep.metric, float('nan')):.4f} against the trial's "

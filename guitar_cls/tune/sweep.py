@@ -354,6 +354,17 @@ def _refit(setup: _Setup, data: PreparedData, tracker: Any, best: TrialRecord, c
     return info
 
 
+def _try_refit(setup: _Setup, data: PreparedData, tracker: Any, best: TrialRecord, checkpoint: Path) -> dict[str, Any]:
+    """``_refit``, but a refit that fails leaves the sweep's result as it was: the trial's checkpoint is tested and
+    registered and ``{"used": False, "error": ...}`` says why (the refit is an extra; the search must not be lost)."""
+    try:
+        return _refit(setup, data, tracker, best, checkpoint)
+    except Exception as e:  # noqa: BLE001 - any failure of the extra training (Ray Train, storage, a bad metric)
+        log.warning("sweep %s: the refit of trial %s failed (%s: %s); the trial's own checkpoint is registered",
+                    setup.name, best.trial_id, type(e).__name__, e)  # fmt: skip
+        return {"trial_id": best.trial_id, "epochs": setup.space.budget.refit_epochs, "used": False, "error": str(e)}
+
+
 def _finish(
     setup: _Setup,
     record: SweepRecord,
@@ -380,7 +391,7 @@ def _finish(
     checkpoint = fetch_checkpoint(best, setup.sweep_dir)  # a local file (fetched once from object storage)
     refit_epochs = setup.space.budget.refit_epochs
     if refit_epochs is not None and refit_epochs > setup.space.budget.max_epochs:
-        out["refit"] = _refit(setup, data, tracker, best, checkpoint)
+        out["refit"] = _try_refit(setup, data, tracker, best, checkpoint)
         if out["refit"]["used"]:
             checkpoint = Path(out["refit"]["checkpoint"])
     test = test_metrics(checkpoint, data.snippet_set("test"))
