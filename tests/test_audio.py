@@ -132,11 +132,14 @@ prepare_waveform(rng.uniform(-1, 1, 44100).astype(np.float32), 44100, cfg)  # im
 out = {}
 for sr in map(int, sys.argv[1:]):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB, the process's peak so far
-    t0 = time.perf_counter()
-    for n in (2, 3 * sr):  # the issue's two-sample request, and a 3 s note
-        prepare_waveform(rng.uniform(-1, 1, n).astype(np.float32), sr, cfg)
+    times = []
+    for _ in range(3):  # the fastest of three: a stall of the (virtual) machine hits one, an unbounded kernel all
+        t0 = time.perf_counter()
+        for n in (2, 3 * sr):  # the issue's two-sample request, and a 3 s note
+            prepare_waveform(rng.uniform(-1, 1, n).astype(np.float32), sr, cfg)
+        times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out[sr] = {"s": time.perf_counter() - t0, "mb": (peak - before) / 1024}
+    out[sr] = {"s": min(times), "mb": (peak - before) / 1024}
 print(json.dumps(out))
 """
 

@@ -3,6 +3,9 @@ test.
 
 Data arrive as processed waveforms (the featurization cache); augmentation, the feature front end and the model run
 on the training device. Batches are bucketed by length so that little padding is computed.
+
+Over 500 lines: the loop's parts (batching, precision, the weight average, validation over DDP ranks, early stopping,
+resuming) are small functions that ``fit`` and the benchmarks use one by one.
 """
 
 from __future__ import annotations

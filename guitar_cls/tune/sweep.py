@@ -7,7 +7,11 @@ and refuses data or splits that changed since it started, see ``sweep.json`` in 
 
 Everything the sweep leaves in its folder is written through ``tune.record`` (the sweep folder contract); the space's
 ``metric`` and ``mode`` (its primary objective) choose each trial's best checkpoint, the leaderboard order and ASHA's
-pruning; all its ``objectives`` go to Optuna and the record; its ``champion`` policy picks the trial registered.
+pruning; all its ``objectives`` go to Optuna and the record; its ``champion`` policy picks the trial registered,
+after a refit of its configuration for ``budget.refit_epochs`` when the space asks for one (``_refit``).
+
+Over 500 lines because the driver's steps (start-up checks, Tune, the refit, testing and registration, the Optuna
+export) share the ``_Setup`` and the tracker; each step is its own function.
 """
 
 from __future__ import annotations
