@@ -391,10 +391,9 @@ def _resume(parts: TrainParts, resume: dict[str, Any], tracker: BestTracker) -> 
         parts.model.load_state_dict(resume["train_state_dict"])
         parts.ema.module.load_state_dict(resume["state_dict"])
         parts.ema.n_averaged.fill_(int(resume["extra"]["ema_updates"]))
-    else:  # no average saved (or none wanted now): train on from the weights that were checkpointed
+    else:  # no average saved (or none wanted now): train on from the weights that were checkpointed; a new average
+        # (n_averaged 0) starts as a copy of them at its first update
         parts.model.load_state_dict(resume.get("train_state_dict") or resume["state_dict"])
-        if parts.ema is not None:
-            parts.ema.module.load_state_dict(parts.model.state_dict())
     if resume.get("optimizer"):
         parts.optimizer.load_state_dict(resume["optimizer"])
     if parts.scheduler is not None and resume.get("scheduler"):
