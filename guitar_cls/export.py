@@ -69,13 +69,14 @@ class WaveModel(nn.Module):
 
 
 class SnippetModel(WaveModel):
-    """``(wave [1, N], lengths [1] samples) -> probabilities [1, 3]`` for one snippet: the wave is cut at ``max(length,
-    n_fft)`` samples inside the graph (the batch graph's zero padding to ``n_fft`` stays), then ``WaveModel`` runs
-    traced inside ``features.unpadded()``: no masking ops."""
+    """``(wave [1, N], lengths [1] samples) -> probabilities [1, 3]`` for one snippet: the wave is cut at ``length``
+    samples inside the graph and zero-padded to ``n_fft`` when shorter (the batch graph's padding), then ``WaveModel``
+    runs traced inside ``features.unpadded()``: no masking ops."""
 
     def forward(self, wave: Tensor, lengths: Tensor) -> Tensor:
-        n = torch.clamp(lengths[0], min=self.frontend.n_fft)
-        wave = wave.index_select(1, torch.arange(n))  # a Gather with a dynamic size: the valid samples only
+        wave = wave.index_select(1, torch.arange(lengths[0]))  # a Gather with a dynamic size: the valid samples
+        short = torch.clamp(self.frontend.n_fft - lengths[0], min=0)  # zeros a shorter snippet's frame sees
+        wave = nn.functional.pad(wave.float(), [0, short])
         with unpadded():
             return super().forward(wave, lengths)
 

@@ -60,8 +60,9 @@ _UNPADDED: contextvars.ContextVar[bool] = contextvars.ContextVar("guitar_cls_unp
 @contextlib.contextmanager
 def unpadded() -> Iterator[None]:
     """Declares that every snippet traced in the enclosed block is unpadded (its length is the batch's length, as
-    in a batch of one), so front ends and ``LengthMasker`` trace no masking ops (the one-snippet ONNX graph,
-    ``export.SnippetModel``). Only tracing is affected: eager code checks the lengths itself."""
+    in a batch of one, or it is zeros past its length up to ``n_fft``), so front ends and ``LengthMasker`` trace no
+    masking ops (the one-snippet ONNX graph, ``export.SnippetModel``). Only tracing is affected: eager code checks the
+    lengths itself."""
     token = _UNPADDED.set(True)
     try:
         yield
@@ -89,9 +90,9 @@ class StftKernels(NamedTuple):
     """The fixed tensors of the STFT over the rows ``band = (lo, hi)``, ``K = hi - lo`` (see ``stft_kernels``).
 
     ``window (n_fft,)``: periodic Hann, for the valid-frame path. ``dft (2 (K + 2), block)``: cosine then minus sine
-    rows of bins ``lo - 1 .. hi`` over one block of ``block = gcd(n_fft, hop)`` samples. ``taps (4 (K + 2), 1, 1,
-    n_fft // block)``: per bin, the cosine (twice) then the sine (twice) of the phase of each block inside a frame
-    (``block_power_spectrogram``).
+    rows of bins ``lo - 1 .. hi`` over one block of ``block = gcd(n_fft, hop)`` samples, times 0.5. ``taps (4 (K +
+    2), 1, 1, n_fft // block)``: per bin, the cosine (twice) then the sine (twice) of the phase of each block inside a
+    frame (``block_power_spectrogram``).
     """
 
     window: Tensor
@@ -104,7 +105,8 @@ def stft_kernels(n_fft: int, hop_length: int, band: tuple[int, int]) -> StftKern
     block = math.gcd(n_fft, hop_length)
     bins = torch.arange(band[0] - 1, band[1] + 1, dtype=torch.float64)  # one more on each side for the window
     phase = 2 * math.pi / n_fft * bins[:, None] * torch.arange(block, dtype=torch.float64)  # (K + 2, block)
-    dft = torch.cat([torch.cos(phase), -torch.sin(phase)])
+    # halved: the window's 0.5 X[k] - 0.25 (X[k - 1] + X[k + 1]) is then X[k] - 0.5 (...), one multiplication less
+    dft = 0.5 * torch.cat([torch.cos(phase), -torch.sin(phase)])
     offsets = block * torch.arange(n_fft // block, dtype=torch.float64)  # first sample of each block in a frame
     phase = 2 * math.pi / n_fft * bins[:, None] * offsets  # (K + 2, n_fft // block)
     cos, sin = torch.cos(phase), torch.sin(phase)
@@ -123,11 +125,12 @@ def block_power_spectrogram(
     frames share blocks (16 each at 2048 / 128). So each block is transformed once (one matrix product: ``dft`` at the
     bins ``lo - 1 .. hi``), a depthwise convolution over blocks sums each frame's blocks with their phase in the frame
     (``taps``), and the Hann window, a sum of three complex exponentials, becomes ``0.5 X[k] - 0.25 (X[k - 1] +
-    X[k + 1])``. About as fast as ``torch.stft`` on one CPU thread, and 4x faster than ONNX Runtime's STFT.
-    Samples at or past ``lengths`` are zeroed first; frames past the frame lengths are not zeroed here.
+    X[k + 1])`` (``dft`` is halved, so ``X[k] - 0.5 (...)`` here). About as fast as ``torch.stft`` on one CPU thread,
+    and 4x faster than ONNX Runtime's STFT. Samples at or past ``lengths`` are zeroed first (inside ``unpadded()``
+    the caller has done it: ``export.SnippetModel``); frames past the frame lengths are not zeroed here.
     Needs ``N >= n_fft`` while tracing (shorter batches are zero-padded eagerly).
     """
-    wave = _zero_past(wave, lengths)  # (B, N)
+    wave = wave.float() if is_unpadded() else _zero_past(wave, lengths)  # (B, N)
     n = wave.shape[-1]
     if isinstance(n, int) and n < n_fft:  # (while tracing n is a tensor: the export example is never that short)
         wave = nn.functional.pad(wave, (0, n_fft - n))
@@ -145,8 +148,8 @@ def block_power_spectrogram(
     by_sin = nn.functional.conv2d(spec, taps[2 * k2 :], stride=stride, groups=groups).squeeze(2)
     re = by_cos[:, :k2] + by_sin[:, k2:]  # (B, K + 2, T)
     im = by_cos[:, k2:] - by_sin[:, :k2]
-    re = 0.5 * re[:, 1:-1] - 0.25 * (re[:, :-2] + re[:, 2:])  # the Hann window: (B, K, T)
-    im = 0.5 * im[:, 1:-1] - 0.25 * (im[:, :-2] + im[:, 2:])
+    re = re[:, 1:-1] - 0.5 * (re[:, :-2] + re[:, 2:])  # the Hann window (dft halved): (B, K, T)
+    im = im[:, 1:-1] - 0.5 * (im[:, :-2] + im[:, 2:])
     return re.square() + im.square(), frames_for(lengths.to(wave.device).long(), n_fft, hop_length)
 
 
@@ -163,16 +166,17 @@ def power_to_unit_db(power: Tensor, frame_lengths: Tensor, top_db: float) -> Ten
     ``power`` is ``(B, C, F, T)`` or ``(B, F, T)``; the reference max is taken per snippet over all its channels'
     valid frames.
     """
-    db = 10.0 * torch.log10(torch.clamp(power, min=_AMIN))
+    # in units of top_db: 10 log10(p) / top_db = ln(p) * 10 / (ln 10 top_db); out = max(u - max(u) + 1, 0)
+    units = torch.log(torch.clamp(power, min=_AMIN)) * (10.0 / (math.log(10.0) * top_db))
+    dims = tuple(range(1, power.dim()))
     mask = None
     if is_unpadded():  # every frame valid
-        ref = db.flatten(1).amax(dim=1)
+        ref = units.amax(dim=dims, keepdim=True)
     else:
         mask = frame_mask(frame_lengths, power.shape[-1])  # (B, T)
         mask = mask.view(mask.shape[0], *([1] * (power.dim() - 2)), mask.shape[1])
-        ref = db.masked_fill(~mask, -math.inf).flatten(1).amax(dim=1)  # (B,)
-    ref = ref.view(-1, *([1] * (power.dim() - 1)))
-    out = (torch.maximum(db, ref - top_db) - ref) / top_db + 1.0
+        ref = units.masked_fill(~mask, -math.inf).amax(dim=dims, keepdim=True)  # (B, 1, ..., 1)
+    out = torch.relu(units - (ref - 1.0))
     return out if mask is None else out * mask
 
 

@@ -49,7 +49,8 @@ def test_onnx_matches_pytorch_at_several_lengths(clf: Classifier, tmp_path: Path
 
 
 def test_snippet_graph_matches_pytorch_one_snippet_at_a_time(clf: Classifier, tmp_path: Path) -> None:
-    """The one-snippet graph cuts a padded wave at its length (shorter than n_fft included) and traces no masks."""
+    """The one-snippet graph cuts a padded wave at its length (shorter than n_fft included: what its one frame sees
+    past the length is zeroed) and traces no masks."""
     path = ex.export_onnx(clf.model, clf.frontend, clf.cfg, tmp_path / "s.onnx", include_frontend=True, snippet=True)
     assert ex.onnx_parity(path, clf.model, clf.frontend, clf.cfg, LENGTHS) < 1e-4
     session = ex.onnx_session(path)
@@ -58,11 +59,13 @@ def test_snippet_graph_matches_pytorch_one_snippet_at_a_time(clf: Classifier, tm
     wave, lengths = ex.example_waves(clf.cfg, (0.05, 0.7, 2.5), seed=6)  # 0.05 s: shorter than n_fft
     assert int(lengths[0]) < n_fft
     refs, gots = [], []
+    noise = torch.from_numpy(np.random.default_rng(1).standard_normal(wave.shape[1]).astype(np.float32))
     for i in range(3):
         w, n = wave[i : i + 1], lengths[i : i + 1]  # each padded to the batch's longest: the graph must cut it
         with torch.no_grad():
             refs.append(torch.softmax(clf.model(*clf.frontend(w, n)), dim=-1).numpy())
-        gots.append(ex.onnx_probabilities(session, w, n, clf.frontend))
+        past = torch.arange(w.shape[1]) >= n  # not zeros past the length: loud noise the graph must not hear
+        gots.append(ex.onnx_probabilities(session, torch.where(past, noise, w), n, clf.frontend))
     np.testing.assert_allclose(np.concatenate(gots), np.concatenate(refs), atol=1e-4)
     assert np.ptp(np.concatenate(refs), axis=0).max() > 1e-2
     with pytest.raises(ValueError, match="one snippet at a time"):
