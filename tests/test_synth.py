@@ -4,6 +4,7 @@ harmonics, dead notes and palm mutes (checked on the rendered signals)."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,40 @@ def test_natural_harmonic_rings_on_node_partials_after_the_open_string_dies(fret
     plucked = synth._render_note(_note("pluck", 0), g, (), np.random.default_rng(0))
     pb = plucked[int(0.1 * sr) : int(0.9 * sr)]
     assert _band_energy(pb, open_hz) > 0.01 * _band_energy(pb, node * open_hz)  # a plucked note keeps its root
+
+
+def _overtone_ratio_db(y: np.ndarray, hz: float) -> float:
+    """Energy above 2.5 x ``hz`` over the energy at ``hz`` (dB), 50-600 ms after the onset."""
+    sr = synth.SAMPLE_RATE
+    seg = y[int(0.05 * sr) : int(0.6 * sr)]
+    spec = np.abs(np.fft.rfft(seg * np.hanning(seg.size), 1 << 16)) ** 2
+    f = np.fft.rfftfreq(1 << 16, 1 / sr)
+    return float(10 * np.log10(spec[f > 2.5 * hz].sum() / spec[np.abs(f - hz) <= 0.04 * hz].sum()))
+
+
+def test_harmonics_are_neither_purer_nor_brighter_than_plucked_notes_of_their_pitch():
+    # recorded harmonics are as rich in overtones as fretted notes of the same pitch; a synthesizer that makes them
+    # purer teaches a cue that recorded audio does not have
+    rng = np.random.default_rng(3)
+    diffs = []
+    for i in range(60):
+        g = synth.GUITARS[i % len(synth.GUITARS)]
+        pickup = list(g.pickups.values())[i % len(g.pickups)]
+        h = synth._make_note("harmonic", rng)
+        strings = [s for s in synth.TUNING if 0 <= h.pitch - synth.TUNING[s] <= 14]
+        if not strings:
+            continue
+        s = int(rng.choice(strings))
+        p = synth._make_note("pluck", rng, string=s, fret=int(h.pitch - synth.TUNING[s]))
+        hz = synth._midi_hz(h.pitch)
+        ratios = [
+            _overtone_ratio_db(synth._body(synth._render_note(replace(n, duration=0.7), g, pickup, rng), g, rng), hz)
+            for n in (h, p)
+        ]
+        diffs.append(ratios[0] - ratios[1])
+    assert len(diffs) > 40
+    assert abs(np.median(diffs)) < 3.0  # dB
+    assert np.mean(np.array(diffs) > 0) > 0.3  # and plenty of harmonics brighter than the note
 
 
 def test_partials_are_stretched_by_inharmonicity():

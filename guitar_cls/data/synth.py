@@ -230,9 +230,10 @@ def _harmonic_voice(note: _Note, g: Guitar, pickup: tuple[float, ...], tilt: flo
     ks = np.arange(1, k_max + 1, dtype=np.float64)
     ks = ks[ks % node == 0][:12]
     beta = rng.uniform(0.07, 0.16)
-    # the node's partials keep the pluck's comb and tilt (a 12th-fret harmonic is as rich as a note an octave up),
-    # a little purer as the touching finger also damps the highest ones
-    amps = _pluck_amps(ks, beta, tilt, pickup, 1.0) * (ks / node) ** -rng.uniform(0.0, 0.6)
+    # the node's partials keep the pluck's comb and tilt (a 12th-fret harmonic is as rich as a note an octave up):
+    # purer where the touching finger damps the highest ones, brighter where the pick or a bridge pickup sits near
+    # their antinodes -- around a plucked note's balance, so that brightness alone does not tell the class
+    amps = _pluck_amps(ks, beta, tilt, pickup, 1.0) * (ks / node) ** rng.uniform(-0.6, 0.6)
     tau = g.sustain * rng.uniform(1.2, 2.0) * (110.0 / (f0 * node)) ** 0.35
     rates = 1.0 / tau + g.damping * rng.uniform(0.8, 1.2) * (ks * f0 / 1000.0) ** 1.5
     # the other modes are damped, not silenced (a finger is no point): recorded harmonics keep them 10-30 dB down
@@ -455,7 +456,8 @@ def _muted_strum(note: _Note, voice: Any, rng: np.random.Generator) -> np.ndarra
 
 SOURCES: tuple[str, ...] = ("synth", "samples")
 DEMO_MARKER = ".guitar_cls_demo.json"
-DEMO_VERSION = 4  # 1: synth only; 2: + sample-based, randomized; 3: truer harmonics, palm mutes; 4: amp on samples
+DEMO_VERSION = 5  # 1: synth only; 2: + sample-based, randomized; 3: truer harmonics, palm mutes; 4: amp on samples;
+# 5: synthesized harmonics as bright as plucked notes of their pitch
 
 
 def demo_settings(out_dir: str | Path) -> dict[str, Any] | None:
