@@ -66,9 +66,13 @@ def _note(tech: str, fret: int, duration: float = 1.0, string: int = 5) -> synth
     return synth._Note(tech, string, fret, float(pitch), 0.0, duration, "PK", 1.0)
 
 
+def _power_spectrum(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (frequencies, power) of the Hann-windowed signal."""
+    return np.fft.rfftfreq(y.size, 1 / synth.SAMPLE_RATE), np.abs(np.fft.rfft(y * np.hanning(y.size))) ** 2
+
+
 def _band_energy(y: np.ndarray, hz: float, width: float = 0.03) -> float:
-    spec = np.abs(np.fft.rfft(y * np.hanning(y.size))) ** 2
-    f = np.fft.rfftfreq(y.size, 1 / synth.SAMPLE_RATE)
+    f, spec = _power_spectrum(y)
     return float(spec[(f > hz * (1 - width)) & (f < hz * (1 + width))].sum())
 
 
@@ -93,10 +97,7 @@ def test_natural_harmonic_rings_on_node_partials_after_the_open_string_dies(fret
 
 def _overtone_ratio_db(y: np.ndarray, hz: float) -> float:
     """Energy above 2.5 x ``hz`` over the energy at ``hz`` (dB), 50-600 ms after the onset."""
-    sr = synth.SAMPLE_RATE
-    seg = y[int(0.05 * sr) : int(0.6 * sr)]
-    spec = np.abs(np.fft.rfft(seg * np.hanning(seg.size), 1 << 16)) ** 2
-    f = np.fft.rfftfreq(1 << 16, 1 / sr)
+    f, spec = _power_spectrum(y[int(0.05 * synth.SAMPLE_RATE) : int(0.6 * synth.SAMPLE_RATE)])
     return float(10 * np.log10(spec[f > 2.5 * hz].sum() / spec[np.abs(f - hz) <= 0.04 * hz].sum()))
 
 
