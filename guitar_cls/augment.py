@@ -259,11 +259,11 @@ class WaveformAugment(nn.Module):
     """Random recording conditions for zero-padded waveform batches, each effect on its own random subset of rows.
 
     ``forward(wave [B, N], lengths [B] samples) -> (wave [B, N'], lengths [B])``; identity in eval mode or when the
-    master switch is off. Order, from the player to the recording: time stretch, pitch shift, saturation (amp), EQ
-    (amp, cabinet, guitar), reverb (room), another note of the batch mixed in (the room), band-limiting (phone, small
-    speaker), gain, noise (so the SNR is relative to the final signal). Saturation, EQ, reverb and band-limiting keep
-    each snippet's RMS, so loudness stays the gain augmentation's job. Only the time stretch changes lengths; samples
-    past each length stay exactly zero.
+    master switch is off. Order, from the player to the recording: the note cut short by the next one, time stretch,
+    pitch shift, saturation (amp), EQ (amp, cabinet, guitar), reverb (room), another note of the batch mixed in (the
+    room), band-limiting (phone, small speaker), gain, noise (so the SNR is relative to the final signal). Saturation,
+    EQ, reverb and band-limiting keep each snippet's RMS, so loudness stays the gain augmentation's job. Only the cut
+    and the time stretch change lengths; samples past each length stay exactly zero.
 
     The time stretch resamples the valid part by linear interpolation to ``round(length / rate)`` samples: a rate above
     1 shortens the note. Like playing a tape faster, this shifts the pitch too (by ``12 * log2(rate)`` semitones,
@@ -285,6 +285,8 @@ class WaveformAugment(nn.Module):
         if not self.training or not cfg.enabled:
             return wave, lengths
         given = wave
+        if cfg.cut_short.enabled and cfg.cut_short.p > 0:
+            wave, lengths = self.cut_short(wave, lengths, generator)
         if cfg.time_stretch.enabled and cfg.time_stretch.p > 0:
             wave, lengths = self.time_stretch(wave, lengths, generator)
         lengths_dev = lengths.to(wave.device)
@@ -415,6 +417,25 @@ class WaveformAugment(nn.Module):
         b, dev = wave.shape[0], wave.device
         chosen = _rand(b, generator, dev) < p
         return (chosen, *(_uniform(b, lo, hi, generator, dev) for lo, hi in ranges))
+
+    def cut_short(
+        self, wave: Tensor, lengths: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Returns ``(wave [B, N], lengths)`` with each chosen snippet ending early, as a note the next one cuts short.
+
+        A chosen snippet keeps its first ``U(min_sec, max_sec)`` seconds (if it is longer) and the rest becomes
+        padding: the fast passages' short harmonics and ordinary notes then look, by duration, like dead notes, so
+        the model has to tell them apart by what sounds in those first tenths of a second. The batch keeps its width.
+        """
+        cs = self.cfg.cut_short
+        b, dev = wave.shape[0], wave.device
+        chosen = _rand(b, generator, dev) < cs.p
+        keep_sec = _uniform(b, cs.min_sec, cs.max_sec, generator, dev)
+        keep = (keep_sec * self.sample_rate).round().long().clamp(min=1).to(lengths.device)
+        new = torch.where(chosen.to(lengths.device), torch.minimum(lengths, keep.to(lengths.dtype)), lengths)
+        if bool((new == lengths).all()):
+            return wave, lengths
+        return _zero_padding_(wave.clone(), new.to(wave.device)), new
 
     def time_stretch(
         self, wave: Tensor, lengths: Tensor, generator: torch.Generator | None = None

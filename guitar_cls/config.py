@@ -138,6 +138,14 @@ class NoiseConfig:
 
 
 @dataclass
+class CutShortConfig:
+    enabled: bool = True
+    p: float = field(default=0.2, metadata=_range(0.0, 1.0))
+    min_sec: float = field(default=0.08, metadata=_range(0.01, 10.0))  # new length uniform in [min_sec, max_sec]
+    max_sec: float = field(default=0.35, metadata=_range(0.01, 10.0))
+
+
+@dataclass
 class TimeStretchConfig:
     enabled: bool = True
     p: float = field(default=0.3, metadata=_range(0.0, 1.0))
@@ -217,6 +225,7 @@ class AugmentationConfig:
     enabled: bool = True  # master switch
     gain: GainConfig = field(default_factory=GainConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    cut_short: CutShortConfig = field(default_factory=CutShortConfig)
     time_stretch: TimeStretchConfig = field(default_factory=TimeStretchConfig)
     pitch_shift: PitchShiftConfig = field(default_factory=PitchShiftConfig)
     saturation: SaturationConfig = field(default_factory=SaturationConfig)
@@ -427,6 +436,7 @@ def check_consistency(cfg: Config) -> None:
     for key, lo, hi in (
         ("gain", a.gain.min_db, a.gain.max_db),
         ("noise", a.noise.min_snr_db, a.noise.max_snr_db),
+        ("cut_short", a.cut_short.min_sec, a.cut_short.max_sec),
         ("time_stretch", a.time_stretch.min_rate, a.time_stretch.max_rate),
         ("saturation", a.saturation.min_drive_db, a.saturation.max_drive_db),
         ("reverb.min_rt60", a.reverb.min_rt60, a.reverb.max_rt60),

@@ -29,8 +29,20 @@ from guitar_cls.augment import (
 from guitar_cls.config import AugmentationConfig, SpecAugmentConfig, load_config
 
 SR = 8000
-KINDS = ("gain", "noise", "time_stretch", "pitch_shift", "saturation", "eq", "reverb", "overlay", "band_limit")
-KEEP_LENGTH = tuple(k for k in KINDS if k != "time_stretch")
+KINDS = (
+    "gain",
+    "noise",
+    "cut_short",
+    "time_stretch",
+    "pitch_shift",
+    "saturation",
+    "eq",
+    "reverb",
+    "overlay",
+    "band_limit",
+)
+KEEP_LENGTH = tuple(k for k in KINDS if k not in ("cut_short", "time_stretch"))
+CHANGES_ON = {"time_stretch": {"min_rate": 1.2, "max_rate": 1.3}, "cut_short": {"min_sec": 0.1, "max_sec": 0.15}}
 LEVEL_KEPT = ("saturation", "eq", "reverb", "band_limit")  # RMS-compensated
 
 
@@ -85,13 +97,16 @@ def _rms(x: torch.Tensor) -> float:
 @pytest.mark.parametrize("kind", KINDS)
 def test_waveform_augment_changes_input_when_on(kind: str) -> None:
     wave, lengths = _batch()
-    aug = WaveformAugment(
-        _only(kind, p=1.0, **({"min_rate": 1.2, "max_rate": 1.3} if kind == "time_stretch" else {})), SR
-    ).train()
+    aug = WaveformAugment(_only(kind, p=1.0, **CHANGES_ON.get(kind, {})), SR).train()
     out, out_len = aug(wave, lengths, generator=torch.Generator().manual_seed(1))
     if kind == "time_stretch":
         assert ((out_len >= torch.round(lengths / 1.3)) & (out_len <= torch.round(lengths / 1.2))).all()
         assert out.shape[1] == int(out_len.max())
+    elif kind == "cut_short":  # every note ends 0.1-0.15 s in; what it keeps is untouched, the batch keeps its width
+        assert ((out_len >= 0.1 * SR) & (out_len <= 0.15 * SR)).all()
+        assert out.shape == wave.shape
+        for i, n in enumerate(out_len.tolist()):
+            assert torch.equal(out[i, :n], wave[i, :n])
     else:
         assert torch.equal(out_len, lengths)
         assert out.shape == wave.shape
@@ -116,6 +131,7 @@ def test_all_effects_together_keep_lengths_padding_and_input() -> None:
     before = wave.clone()
     cfg = _all_on()
     cfg.time_stretch = dataclasses.replace(cfg.time_stretch, enabled=False)
+    cfg.cut_short = dataclasses.replace(cfg.cut_short, enabled=False)
     out, out_len = WaveformAugment(cfg, SR).train()(wave, lengths, generator=torch.Generator().manual_seed(2))
     assert torch.equal(wave, before)  # the input batch is never written
     assert out.shape == wave.shape and torch.equal(out_len, lengths)
@@ -181,6 +197,15 @@ def test_gain_is_in_range_and_noise_hits_the_snr() -> None:
         signal = wave[i, :n].pow(2).mean()
         noise = (out[i, :n] - wave[i, :n]).pow(2).mean()
         assert 10 * torch.log10(signal / noise) == pytest.approx(20.0, abs=0.5)
+
+
+def test_cut_short_only_shortens_notes_longer_than_the_drawn_length() -> None:
+    wave, lengths = _batch()  # 0.5, 0.31 and 0.15 s
+    aug = WaveformAugment(_only("cut_short", p=1.0, min_sec=0.2, max_sec=0.2), SR).train()
+    out, out_len = aug(wave, lengths)
+    assert out_len.tolist() == [1600, 1600, 1200]
+    assert torch.equal(out[2], wave[2])
+    assert (out[:2, 1600:] == 0).all() and torch.equal(out[:2, :1600], wave[:2, :1600])
 
 
 def test_time_stretch_keeps_the_shape_of_a_ramp() -> None:

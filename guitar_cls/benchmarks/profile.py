@@ -118,7 +118,7 @@ def instrument(parts: loop.TrainParts, sections: Sections) -> Iterator[None]:
         for fn_name in ("collate", "spec_augment", "mixup"):
             stack.enter_context(_patched(loop, fn_name, sections.wrap(fn_name, getattr(loop, fn_name))))
         aug = parts.augment
-        effects = ["time_stretch", *[f"_{e}" for e in getattr(aug, "EFFECTS", ())]]
+        effects = ["cut_short", "time_stretch", *[f"_{e}" for e in getattr(aug, "EFFECTS", ())]]
         for attr in effects:
             if callable(getattr(aug, attr, None)):
                 name = "aug/" + attr.lstrip("_")
