@@ -428,11 +428,9 @@ class WaveformAugment(nn.Module):
         the model has to tell them apart by what sounds in those first tenths of a second. The batch keeps its width.
         """
         cs = self.cfg.cut_short
-        b, dev = wave.shape[0], wave.device
-        chosen = _rand(b, generator, dev) < cs.p
-        keep_sec = _uniform(b, cs.min_sec, cs.max_sec, generator, dev)
-        keep = (keep_sec * self.sample_rate).round().long().clamp(min=1).to(lengths.device)
-        new = torch.where(chosen.to(lengths.device), torch.minimum(lengths, keep.to(lengths.dtype)), lengths)
+        chosen, keep_sec = self._draw(wave, cs.p, generator, (cs.min_sec, cs.max_sec))
+        keep = (keep_sec * self.sample_rate).round().clamp(min=1).to(lengths.device, lengths.dtype)
+        new = torch.where(chosen.to(lengths.device), torch.minimum(lengths, keep), lengths)
         if bool((new == lengths).all()):
             return wave, lengths
         return _zero_padding_(wave.clone(), new.to(wave.device)), new
@@ -442,9 +440,8 @@ class WaveformAugment(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Returns ``(wave [B, N'], lengths)`` with each chosen snippet resampled to ``round(length / rate)``."""
         ts = self.cfg.time_stretch
-        b, dev = wave.shape[0], wave.device
-        chosen = _rand(b, generator, dev) < ts.p
-        rate = _uniform(b, ts.min_rate, ts.max_rate, generator, dev)
+        b = wave.shape[0]
+        chosen, rate = self._draw(wave, ts.p, generator, (ts.min_rate, ts.max_rate))
         if not bool(chosen.any()):
             return wave, lengths
         old = lengths.tolist()
