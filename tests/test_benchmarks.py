@@ -24,11 +24,17 @@ def test_attack_features_are_read_from_each_event(tiny_demo):
 
 @pytest.mark.slow
 def test_domain_gap_smoke_trains_on_one_source_and_tests_on_the_other(ray_local, capsys):
-    assert domain_gap.main(["--smoke-test"]) == 0
+    assert domain_gap.main(["--smoke-test", "--members", "2"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("synth_to_samples", "samples_to_synth"):
         assert 0.0 <= line[f"{key}_balanced_accuracy"] <= 1.0
         assert set(line[f"{key}_recall"]) == {"harmonic", "dead_note", "general_note"}
+        assert set(line[f"{key}_ensemble_recall"]) == {"harmonic", "dead_note", "general_note"}
+        # two models of their own seeds; the main figure is the first (the configured seed), not the ensemble
+        members = line["details"][key]["members"]
+        assert [m["seed"] for m in members] == [42, 43]
+        assert members[0]["balanced_accuracy"] == line[f"{key}_balanced_accuracy"]
+        assert 0.0 <= line[f"{key}_ensemble_balanced_accuracy"] <= 1.0
     a, b = line["details"]["synth_to_samples"], line["details"]["samples_to_synth"]
     # each direction tests on every event of the other source, which the other direction trains and validates on
     assert a["n_test"] == b["n_train"] + b["n_val"] and b["n_test"] == a["n_train"] + a["n_val"]
