@@ -52,3 +52,9 @@ def test_domain_gap_runs_on_a_demo_set_of_its_own_size_beside_the_default_one():
 
     with pytest.raises(ConfigError, match=r"data.demo_recordings: 1 is outside the allowed range"):
         domain_gap.demo_of_size(cfg, 1)
+
+
+def test_domain_gap_refuses_fewer_than_one_member(capsys):
+    with pytest.raises(SystemExit):
+        domain_gap.main(["--members", "0"])
+    assert "--members must be at least 1, got 0" in capsys.readouterr().err
