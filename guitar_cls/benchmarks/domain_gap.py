@@ -39,6 +39,7 @@ from guitar_cls.data.pipeline import cache_dataset
 from guitar_cls.data.schema import LABELS, read_metadata
 from guitar_cls.data.source import resolve_data
 from guitar_cls.data.splits import make_splits
+from guitar_cls.ensemble import combine
 from guitar_cls.inference import predict_proba
 from guitar_cls.logs import setup_logging
 from guitar_cls.train.checkpoint import load_model, save_checkpoint
@@ -88,10 +89,10 @@ def transfer(
         with tempfile.TemporaryDirectory(prefix="domain_gap_") as tmp:
             model, frontend, _ = load_model(save_checkpoint(summary["best_payload"], Path(tmp) / "best.pt"))
         probs = predict_proba(model, frontend, sets["test"], batch_size=cfg.training.batch_size)
-        runs.append((seed, summary, probs, time.perf_counter() - t0))
-    seed, summary, probs, train_s = runs[0]
+        runs.append((seed, summary, probs, _scores(labels, probs), time.perf_counter() - t0))
+    _, summary, _, scores, train_s = runs[0]
     out = {
-        **_scores(labels, probs),
+        **scores,
         "val_balanced_accuracy": round(float(summary["best_metric"]), 4),
         "epochs_run": int(summary["epochs_run"]),
         "n_train": len(sets["train"]),
@@ -101,11 +102,12 @@ def transfer(
     }
     if members > 1:
         out["members"] = [
-            {"seed": sd, "balanced_accuracy": _scores(labels, p)["balanced_accuracy"],
+            {"seed": sd, "balanced_accuracy": sc["balanced_accuracy"],
              "val_balanced_accuracy": round(float(sm["best_metric"]), 4), "train_s": round(t, 1)}
-            for sd, sm, p, t in runs
+            for sd, sm, _, sc, t in runs
         ]  # fmt: skip
-        out.update({f"ensemble_{k}": v for k, v in _scores(labels, np.mean([r[2] for r in runs], axis=0)).items()})
+        mean = combine(np.stack([r[2] for r in runs]), np.ones(members))  # jobs/ensemble.py's equal-weight mean
+        out.update({f"ensemble_{k}": v for k, v in _scores(labels, mean).items()})
     return out
 
 
