@@ -128,7 +128,9 @@ class Classifier:
             import mlflow
 
             from guitar_cls.pyfunc import find_ensemble, find_model_checkpoint
+            from guitar_cls.tracking import use_default_store
 
+            use_default_store()
             with tempfile.TemporaryDirectory(prefix="guitar_cls_model_") as tmp:
                 local = mlflow.artifacts.download_artifacts(artifact_uri=str(source), dst_path=tmp)
                 ensemble = find_ensemble(local)

@@ -36,7 +36,7 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from guitar_cls.config import Config
+from guitar_cls.config import Config, load_config
 from guitar_cls.data.schema import LABELS
 from guitar_cls.tune.record import PARENT_RUN_FILE
 
@@ -66,6 +66,19 @@ def tracking_uri(cfg: Config) -> str:
             uri = "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
         return uri
     return "sqlite:///" + str(Path(cfg.logging.output_dir).resolve() / "mlflow.db")
+
+
+def use_default_store() -> str:
+    """Points MLflow at the store the jobs write by default, unless this process or ``$MLFLOW_TRACKING_URI`` named one:
+    ``tracking_uri`` of the default config, ``sqlite:///<cwd>/outputs/mlflow.db``. Returns the tracking URI in use.
+
+    So that ``models:/guitar-note-classifier@champion`` given to a job after the README's first command finds the
+    model that sweep registered (MLflow's own default is a ``mlflow.db`` in the working directory)."""
+    if not mlflow.is_tracking_uri_set():
+        uri = tracking_uri(load_config(None))
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+    return mlflow.get_tracking_uri()
 
 
 def configure_mlflow(cfg: Config) -> str:

@@ -248,3 +248,34 @@ def test_the_registered_model_has_a_signature_an_input_example_and_a_description
     assert "macro_f1 0.6500" in text and "support/" not in text
     assert "a" * 64 in text and tracking.file_sha256(splits) in text
     assert "champion: yes (no champion yet)" in text and "--promote" in text
+
+
+def test_a_job_finds_the_champion_in_the_default_store_without_a_tracking_uri(cfg, tmp_path, monkeypatch) -> None:
+    """After the README's first command a job given ``models:/…@champion`` (no $MLFLOW_TRACKING_URI) loads the model
+    that sweep registered in ``<cwd>/outputs/mlflow.db``, not MLflow's own default store; a URI set in the process or
+    in $MLFLOW_TRACKING_URI is left as it is."""
+    from test_predict import tiny_checkpoint
+
+    from guitar_cls.predict import Classifier
+
+    ckpt = tiny_checkpoint(tmp_path / "run" / "checkpoint" / "best.pt", seed=1)
+    splits = _splits(tmp_path / "run" / "splits.csv", "source_audio,event_index,split\na.wav,0,test\n")
+    _tracker(cfg, tmp_path / "outputs" / "sweeps" / "s").register(ckpt.parent, lambda uri: 0.75, splits_csv=splits)
+
+    # a fresh job process: nothing set, started in the folder the sweep ran in
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", None)
+    monkeypatch.setattr(mlflow.tracking._model_registry.utils, "_registry_uri", None)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # mlflow.set_tracking_uri exports the first
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    clf = Classifier.load(f"models:/{MODEL}@{CHAMPION}")
+    store = f"sqlite:///{(tmp_path / 'outputs' / 'mlflow.db').resolve()}"
+    assert mlflow.get_tracking_uri() == store and mlflow.get_registry_uri() == store
+    assert not (tmp_path / "mlflow.db").exists()  # MLflow's own default would have been created here
+    assert clf.model.stages[0][0].conv1.out_channels == 4  # the tiny checkpoint's resnet (base width 4)
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'other.db'}")  # set in the process: kept
+    assert tracking.use_default_store() == f"sqlite:///{tmp_path / 'other.db'}"
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'env.db'}")  # named by the environment: kept
+    assert tracking.use_default_store() == f"sqlite:///{tmp_path / 'env.db'}"
