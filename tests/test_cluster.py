@@ -76,28 +76,15 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
-_ISSUED_PORTS: set[int] = set()
-
-
-def _port() -> int:
-    """Returns a free port that no other call here returned: two ``_free_port()`` calls may give the same one (the
-    socket is closed on return), and ``ray start`` refuses a port named twice (CI, 2026-12-02: the head's GCS port
-    was also its metrics-export port)."""
-    while (port := _free_port()) in _ISSUED_PORTS:
-        pass
-    _ISSUED_PORTS.add(port)
-    return port
-
-
 def _start_node(ray: str, env: dict[str, str], temp: str, args: list[str]) -> None:
     """Runs ``ray start`` for a 1-CPU node with its own temp dir and ports (the defaults clash on one machine)."""
     ports = {
-        "node-manager-port": _port(),
-        "object-manager-port": _port(),
-        "metrics-export-port": _port(),
-        "dashboard-agent-listen-port": _port(),
-        "dashboard-agent-grpc-port": _port(),
-        "runtime-env-agent-port": _port(),
+        "node-manager-port": _free_port(),
+        "object-manager-port": _free_port(),
+        "metrics-export-port": _free_port(),
+        "dashboard-agent-listen-port": _free_port(),
+        "dashboard-agent-grpc-port": _free_port(),
+        "runtime-env-agent-port": _free_port(),
     }
     cmd = [ray, "start", "--num-cpus=1", "--object-store-memory=150000000", "--disable-usage-stats",
            f"--temp-dir={temp}", *[f"--{k}={v}" for k, v in ports.items()], *args]  # fmt: skip
@@ -132,7 +119,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
     """Starts moto's S3 server (bucket ``BUCKET``) and the two nodes; kills them all (by temp dir) at the end."""
     tmp = tmp_path_factory.mktemp("cluster")
     bin_dir = Path(sys.executable).parent
-    s3_port = _port()
+    s3_port = _free_port()
     moto = subprocess.Popen([str(bin_dir / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     env = jobs._env(tmp)
@@ -145,7 +132,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
     }
     parent = tempfile.mkdtemp(prefix="raycl", dir="/tmp")  # short: Ray's socket paths must stay under 107 chars
     temps = {k: os.path.join(parent, k[-1]) for k in ("node_a", "node_b")}
-    gcs, dash = _port(), _port()
+    gcs, dash = _free_port(), _free_port()
     # Ray's processes find their cluster's State API here (Train's placement-group cleaner: with two Ray instances on
     # one machine, e.g. another test's, it cannot tell which is its own and a lost node's placement group leaks)
     env["RAY_API_SERVER_ADDRESS"] = f"http://{HEAD_IP}:{dash}"
@@ -154,7 +141,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         _start_node(ray, env, temps["node_a"], [
             "--head", f"--node-ip-address={HEAD_IP}", f"--port={gcs}", '--resources={"node_a": 1}',
             "--include-dashboard=true", f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dash}",
-            f"--ray-client-server-port={_port()}", f"--system-config={json.dumps(HEALTH_CHECKS)}",
+            f"--ray-client-server-port={_free_port()}", f"--system-config={json.dumps(HEALTH_CHECKS)}",
         ])  # fmt: skip
         _start_node(
             ray,

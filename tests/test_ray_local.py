@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from guitar_cls.data import pipeline
 from guitar_cls.data.pipeline import _free_port
 
 PROBE = """
@@ -27,6 +28,34 @@ def probe():
 address = ray.get(probe.remote())
 print("PROBE", address, ray.get_runtime_context().gcs_address)
 """
+
+
+def test_free_port_never_returns_a_port_twice(monkeypatch):
+    """The OS may give a closed probe socket's port out again; ``ray start`` refuses one port named for two
+    components (the head's GCS and metrics-export ports once came out equal in CI)."""
+    import socket
+
+    offered = iter([40001, 40001, 40002, 40001, 40003])
+
+    class Probe:  # what the OS would answer: the same free port again, twice
+        def __init__(self) -> None:
+            self.port = next(offered)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+        def bind(self, address) -> None:
+            pass
+
+        def getsockname(self):
+            return ("0.0.0.0", self.port)
+
+    monkeypatch.setattr(pipeline, "_PORTS_GIVEN", set())
+    monkeypatch.setattr(socket, "socket", Probe)
+    assert [_free_port(), _free_port(), _free_port()] == [40001, 40002, 40003]
 
 
 @pytest.mark.slow

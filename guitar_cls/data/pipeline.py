@@ -231,13 +231,24 @@ def init_ray() -> None:
         os.environ.pop("RAY_GCS_SERVER_PORT", None)
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def _free_port() -> int:
-    """Returns a TCP port that was free a moment ago."""
+    """Returns a TCP port that was free a moment ago and that no earlier call in this process returned.
+
+    The probe socket is closed on return, so the OS may hand the same port out again; a command given one port for
+    two components fails (``ray start``: "trying to use a port number ... used by other components", CI 2026-12-02).
+    """
     import socket
 
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
+    while True:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = int(s.getsockname()[1])
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def _raise_if_strict(data_cfg: DataConfig, quarantine: pd.DataFrame) -> None:
