@@ -150,3 +150,21 @@ def test_torchvision_families_use_batchnorm_momentum_0_1() -> None:
     for name in ("efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large"):
         bns = [m for m in _small(name).modules() if isinstance(m, torch.nn.BatchNorm2d)]
         assert bns and all(m.momentum == 0.1 for m in bns)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_short_batches_under_cpu_bf16_match_fp32(name: str) -> None:
+    """Evaluation sorts snippets by length, so a batch can be a few frames wide; PyTorch's CPU bf16 strided convs
+    return junk (inf / NaN on AVX-512 BF16 and AMX CPUs) for an input one or two frames wide, which such a batch
+    reaches deep in the network. Each width, with and without lengths, must give fp32's logits up to bf16 rounding."""
+    torch.manual_seed(0)
+    model = _small(name, in_channels=1).eval()
+    for t in (1, 2, 5, 12, 30, 47):
+        x, lens = _padded_batch([t] * 8, c=1, f=64, seed=t)
+        with torch.no_grad():
+            fp32 = model(x, lens)
+            for lengths in (lens, None):
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    bf16 = model(x, lengths).float()
+                assert torch.isfinite(bf16).all(), (name, t)
+                torch.testing.assert_close(bf16, fp32, atol=0.05 * fp32.abs().max().item() + 1e-3, rtol=0.0)

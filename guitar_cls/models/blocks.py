@@ -207,6 +207,32 @@ class LengthMasker:
         return torch.where(self.mask_for(out.shape[-1]), out, 0.0)
 
 
+# PyTorch 2.11's CPU bf16 convolution (oneDNN, on CPUs with AVX-512 BF16 / AMX) returns garbage, often inf or NaN,
+# from a strided conv whose input is one or two frames wide (measured for the stride-2 7x7 and 3x3 convs, any batch and
+# height; fp32 is exact). Five stride-2 steps bring a snippet under ~48 frames (~0.28 s) there, so in evaluation, whose
+# batches are sorted by length, every short note got a junk prediction (NaN probabilities read as "harmonic").
+MIN_CPU_BF16_FRAMES = 64
+
+
+def widen_for_cpu_bf16(x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Returns ``(x, lengths)`` with ``x [B, C, F, T]`` zero-padded to ``MIN_CPU_BF16_FRAMES`` frames when it is
+    shorter and runs under CPU bf16 autocast (``lengths`` then filled in, so the masks keep the result exact);
+    unchanged otherwise: on GPU, in fp32, while tracing and inside ``features.unpadded()``."""
+    t = x.shape[-1]
+    if (
+        x.device.type != "cpu"
+        or not torch.is_autocast_enabled("cpu")
+        or torch.get_autocast_dtype("cpu") != torch.bfloat16
+        or is_tracing()
+        or is_unpadded()
+        or t >= MIN_CPU_BF16_FRAMES
+    ):
+        return x, lengths
+    if lengths is None:
+        lengths = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+    return nn.functional.pad(x, (0, MIN_CPU_BF16_FRAMES - t)), lengths
+
+
 def masked_mean(x: Tensor, lengths: Tensor | None) -> Tensor:
     """Returns the mean over frequency and valid frames: ``[B, C, F, T] -> [B, C]``."""
     if lengths is None:
@@ -282,6 +308,7 @@ class TorchvisionClassifier(nn.Module):
 
     def embed(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Returns the penultimate embedding ``[B, D]`` of ``x [B, C, F, T]`` (valid frames only)."""
+        x, lengths = widen_for_cpu_bf16(x, lengths)
         with self.masker.track(lengths, x.shape[-1]):
             h = self.features(x)  # (B, D, F', T')
             pooled = masked_mean(h, self.masker.lengths_for(h.shape[-1]))

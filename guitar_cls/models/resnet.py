@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from guitar_cls.models import register_model
-from guitar_cls.models.blocks import BasicBlock, LengthMasker, pool_features
+from guitar_cls.models.blocks import BasicBlock, LengthMasker, pool_features, widen_for_cpu_bf16
 
 
 class HarmonicsResNet(nn.Module):
@@ -71,6 +71,7 @@ class HarmonicsResNet(nn.Module):
 
     def embed(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Returns the 128-d embedding ``[B, 128]`` of ``x [B, C, F, T]`` (valid frames only)."""
+        x, lengths = widen_for_cpu_bf16(x, lengths)
         with self.masker.track(lengths, x.shape[-1]):
             h = self.stages(self.stem(x))  # (B, 8b, F/32, T/32)
             pooled = pool_features(h, self.masker.lengths_for(h.shape[-1]), self.pool)
