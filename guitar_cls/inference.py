@@ -9,6 +9,7 @@ length-sorted, zero-padded batches of waveforms. Where the model comes from (a c
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +25,8 @@ from guitar_cls.config import Config
 from guitar_cls.data.schema import LABELS
 from guitar_cls.features import FeatureFrontend, make_frontend
 from guitar_cls.models import build_model
+
+log = logging.getLogger(__name__)
 
 FEATURE_CACHE_BYTES = 512 * 2**20  # validation features kept between epochs up to this size
 
@@ -126,6 +129,9 @@ def predict_proba(
         with ctx:
             logits = model(feats, frames)
         out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    bad = int((~np.isfinite(out).all(axis=1)).sum())
+    if bad:  # argmax would read them as the first label
+        log.warning("%d of %d predictions are not finite (NaN or inf logits; amp %s)", bad, len(out), amp_dtype)
     return out
 
 

@@ -50,6 +50,24 @@ def test_predict_proba_batched_equals_one_at_a_time_in_input_order(tmp_path) -> 
     assert not np.allclose(together, together[::-1])  # rows are the items' own, not the sorted order
 
 
+def test_short_notes_under_cpu_bf16_predict_as_in_fp32(tmp_path, caplog) -> None:
+    """Length-sorted batches of 20-90 ms notes are a few frames wide: under CPU bf16 they must still give fp32's
+    probabilities (PyTorch's bf16 strided convs return NaN there unless the model widens the batch)."""
+    model, frontend, _ = load_model(tiny_checkpoint(tmp_path / "best.pt"))
+    waves = [note(0.02 + 0.01 * i, f0=110.0 * (1 + i % 3), seed=i) for i in range(8)]
+    data = Waves(waves, np.array([len(w) for w in waves], dtype=np.int64))
+    fp32 = predict_proba(model, frontend, data, batch_size=4)
+    with caplog.at_level("WARNING", logger="guitar_cls.inference"):
+        bf16 = predict_proba(model, frontend, data, batch_size=4, amp_dtype=torch.bfloat16)
+    assert np.isfinite(bf16).all() and not caplog.records
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with caplog.at_level("WARNING", logger="guitar_cls.inference"):
+        predict_proba(model, frontend, data, batch_size=4)
+    assert "8 of 8 predictions are not finite" in caplog.text
+
+
 def test_length_sorted_batches_cover_every_index_once_shortest_first() -> None:
     lengths = np.array([5, 1, 4, 1, 3])
     batches = length_sorted_batches(lengths, 2)
