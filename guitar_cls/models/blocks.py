@@ -237,10 +237,11 @@ def masked_mean(x: Tensor, lengths: Tensor | None) -> Tensor:
     """Returns the mean over frequency and valid frames: ``[B, C, F, T] -> [B, C]``."""
     if lengths is None:
         return x.mean(dim=(-2, -1))
-    # float32: under bf16 autocast a length like 301 frames is not representable (8-bit mantissa)
+    # at least float32: under bf16 autocast a length like 301 frames is not representable (8-bit mantissa)
+    acc = torch.promote_types(x.dtype, torch.float32)
     mask = frame_mask(lengths, x.shape[-1])[:, None, None, :]  # (B, 1, 1, T)
-    total = (x.float() * mask).sum(dim=(-2, -1))
-    return (total / (lengths.float()[:, None] * x.shape[-2])).to(x.dtype)
+    total = (x.to(acc) * mask).sum(dim=(-2, -1))
+    return (total / (lengths.to(acc)[:, None] * x.shape[-2])).to(x.dtype)
 
 
 def masked_max(x: Tensor, lengths: Tensor | None) -> Tensor:
