@@ -5,7 +5,9 @@ to logits ``[B, n_classes]``, and offers ``embed(x, lengths) -> [B, D]`` (the pe
 covers valid frames, so a snippet gets the same prediction alone as inside a padded batch (see ``blocks.LengthMasker``).
 
 Registered: ``resnet``, ``resnet_reference`` (``resnet`` with ``base_width=64``, the brief's reference size),
-``efficientnet_b0``, ``mobilenet_v3_small``, ``mobilenet_v3_large``.
+``efficientnet_b0``, ``mobilenet_v3_small``, ``mobilenet_v3_large``. The torchvision ones import torchvision when they
+are built, not when registered: it pulls in ``torch._dynamo`` (seconds), and every Ray process of a trial imports
+this package.
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ momentum 0.1; squeeze-excitation and final pools cover valid frames only. ``embe
 
 from __future__ import annotations
 
-from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf
-
 from guitar_cls.models import register_model
 from guitar_cls.models.blocks import TorchvisionClassifier, load_pretrained, replace_stem
 
@@ -24,6 +22,8 @@ def efficientnet_b0(
     pretrained: str | None = None,
 ) -> TorchvisionClassifier:
     """Returns EfficientNet-B0 scaled by ``width_mult``/``depth_mult``; ``pretrained`` is a local state-dict path."""
+    from torchvision.models.efficientnet import EfficientNet, _efficientnet_conf  # here: see guitar_cls.models
+
     setting, last_channel = _efficientnet_conf("efficientnet_b0", width_mult=width_mult, depth_mult=depth_mult)
     net = EfficientNet(
         setting, dropout, stochastic_depth_prob=stochastic_depth, num_classes=n_classes, last_channel=last_channel

@@ -8,8 +8,6 @@ short trainings collapsed to one class in eval mode); squeeze-excitation and fin
 
 from __future__ import annotations
 
-from torchvision.models.mobilenetv3 import MobileNetV3, _mobilenet_v3_conf
-
 from guitar_cls.models import register_model
 from guitar_cls.models.blocks import TorchvisionClassifier, load_pretrained, replace_stem
 
@@ -17,6 +15,8 @@ from guitar_cls.models.blocks import TorchvisionClassifier, load_pretrained, rep
 def _create_mobilenet_v3(
     arch: str, n_classes: int, in_channels: int, width_mult: float, dropout: float, pretrained: str | None
 ) -> TorchvisionClassifier:
+    from torchvision.models.mobilenetv3 import MobileNetV3, _mobilenet_v3_conf  # here: see guitar_cls.models
+
     setting, last_channel = _mobilenet_v3_conf(arch, width_mult=width_mult)
     net = MobileNetV3(setting, last_channel, num_classes=n_classes, dropout=dropout)
     replace_stem(net.features, in_channels)

@@ -1,4 +1,8 @@
-"""Classification metrics (JSON-able dicts), expected calibration error and the two diagnostic plots."""
+"""Classification metrics (JSON-able dicts), expected calibration error and the two diagnostic plots.
+
+scikit-learn and matplotlib are imported where they are used: this module is imported by every Ray process of a
+trial (the trial's driver and Train controller only pass the training function on), and the two cost seconds.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from sklearn.metrics import confusion_matrix, matthews_corrcoef, precision_recall_fscore_support
 
 from guitar_cls.data.schema import LABELS
 
@@ -49,6 +50,8 @@ def classification_metrics(y_true: Any, y_prob: Any) -> dict[str, Any]:
     Balanced accuracy is the mean recall over classes present in ``y_true``; macro F1 averages all three classes
     (a class absent from both truth and predictions scores 0).
     """
+    from sklearn.metrics import confusion_matrix, matthews_corrcoef, precision_recall_fscore_support
+
     y_true, y_prob = _as_arrays(y_true, y_prob)
     labels = list(range(len(LABELS)))
     y_pred = y_prob.argmax(axis=1)
@@ -74,6 +77,9 @@ def classification_metrics(y_true: Any, y_prob: Any) -> dict[str, Any]:
 
 def plot_confusion_matrix(cm: Any, path: str | Path, title: str | None = None) -> Path:
     """Returns ``path`` after writing the confusion matrix (counts and row-normalised shading) as an image."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     cm = np.asarray(cm, dtype=np.float64)
     rows = cm.sum(axis=1, keepdims=True)
     frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
@@ -100,6 +106,9 @@ def plot_confusion_matrix(cm: Any, path: str | Path, title: str | None = None) -
 
 def plot_reliability(y_true: Any, y_prob: Any, path: str | Path, n_bins: int = 10) -> Path:
     """Returns ``path`` after writing one reliability diagram per class (one-vs-rest, equal-width bins)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     y_true, y_prob = _as_arrays(y_true, y_prob)
     fig = Figure(figsize=(4.0 * len(LABELS), 4.0), dpi=110)
     FigureCanvasAgg(fig)
