@@ -1,5 +1,6 @@
-"""Issue 15 (items 1, 2 and 4): a real two-node Ray cluster on this machine, results in a real S3-protocol object
-store (moto's server on 127.0.0.1) and the loss of a node mid-trial.
+"""Issue 15 (items 1-4): a real two-node Ray cluster on this machine, results in a real S3-protocol object store
+(moto's server on 127.0.0.1), runs and the registry on a real MLflow tracking server (``mlflow server`` on 127.0.0.1,
+sqlite store, artifact proxy) and the loss of a node mid-trial.
 
 One module-scoped fixture starts the object store and the cluster once: a head (``ray start --head``, 1 CPU, custom
 resource ``node_a``, 127.0.0.1) and a second node (``ray start --address``, 1 CPU, ``node_b``, 127.0.0.2: another
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow_server
 import pytest
 import test_jobs as jobs
 import yaml
@@ -167,6 +169,14 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         moto.wait(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def tracking(cluster) -> Iterator[tuple[str, Path]]:
+    """Yields the URL of the MLflow tracking server every node logs to, and the folder its proxy stores artifacts in
+    (the README's "Scaling out": runs and the registry on one server when several machines log)."""
+    with mlflow_server.serve(cluster.tmp / "mlflow-server") as served:
+        yield served
+
+
 @pytest.fixture()
 def s3_env(cluster, monkeypatch) -> None:
     """This process reads the object store like the cluster's nodes (its endpoint and credentials)."""
@@ -198,13 +208,16 @@ def _manifest(cluster: Cluster) -> Path:
     return manifest
 
 
-def test_a_submitted_sweep_runs_its_trials_on_both_nodes_with_results_in_s3(cluster, s3_env):
+def test_a_submitted_sweep_runs_its_trials_on_both_nodes_with_results_in_s3(cluster, s3_env, tracking):
     """Two trials at once (the plan: one 1-CPU worker per node) through `ray job submit`; the Tune experiment and
-    every checkpoint in S3; the record, --resume (a Tuner restored from S3) and the report work from there."""
+    every checkpoint in S3; every run and the champion on the tracking server, its model files through the server's
+    artifact proxy (nothing in the output folder); the record, --resume (a Tuner restored from S3) and the report
+    work from there."""
+    url, artifacts = tracking
     space = _space(cluster, "two-nodes", max_concurrent_trials=2)
     submit = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", cluster.dashboard,
               "--working-dir", str(ROOT), "--", "python", "jobs/sweep.py", "--space", str(space), "--name",
-              "two-nodes", *cluster.sets()]  # fmt: skip
+              "two-nodes", *cluster.sets(f"logging.mlflow_uri={url}")]  # fmt: skip
     for _ in range(15):  # the dashboard agent takes a few seconds to accept jobs after `ray start`
         proc = subprocess.run(submit, cwd=ROOT, env=cluster.env, capture_output=True, text=True, timeout=600)
         if "No available agent" not in proc.stderr:
@@ -226,7 +239,20 @@ def test_a_submitted_sweep_runs_its_trials_on_both_nodes_with_results_in_s3(clus
     summary = json.loads((sweep_dir / "summary.json").read_text())
     assert summary["storage_path"] == STORAGE and Path(summary["checkpoint"]).is_file()  # a local copy, tested
     assert not (cluster.tmp / "outputs" / "ray_results").exists()
-    jobs.check_registered_champion(cluster.tmp / "outputs", "two-nodes")  # registered by the submitted job
+    jobs.check_registered_champion(cluster.tmp / "outputs", "two-nodes", uri=url)  # registered by the submitted job
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    champion = client.get_model_version_by_alias("guitar-note-classifier", "champion")
+    assert client.get_run(champion.run_id).data.tags["sweep"] == "two-nodes"
+    experiment = client.get_experiment_by_name("guitar-note-classifier").experiment_id
+    runs = client.search_runs([experiment], "tags.trial_id != ''")  # one run per trial, both nodes' on the server
+    assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(t.trial_id for t in record.trials)
+    logged = client.get_logged_model(champion.source.removeprefix("models:/"))
+    assert logged.artifact_location.startswith("mlflow-artifacts:")  # proxied: no node saw the server's folder
+    outputs = cluster.tmp / "outputs"
+    assert list(artifacts.rglob("MLmodel")) and not (outputs / "mlartifacts").exists()
+    assert not (outputs / "mlflow.db").exists()
 
     from guitar_cls.tune.sweep import SweepNameInUse, run_sweep
 
@@ -236,7 +262,7 @@ def test_a_submitted_sweep_runs_its_trials_on_both_nodes_with_results_in_s3(clus
 
     curves = read_curves(f"{STORAGE}/two-nodes")  # Tune's per-epoch results, read back from S3
     resume = [sys.executable, "jobs/sweep.py", "--space", str(space), "--name", "two-nodes", "--resume",
-              "--no-register", *cluster.sets()]  # fmt: skip
+              "--no-register", *cluster.sets(f"logging.mlflow_uri={url}")]  # fmt: skip
     resumed = subprocess.run(resume, cwd=ROOT, env=cluster.driver_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
     assert f"resuming sweep two-nodes from {STORAGE}/two-nodes" in resumed.stderr

@@ -302,13 +302,14 @@ def _kill_cluster(marker: str) -> None:
     shutil.rmtree(marker, ignore_errors=True)
 
 
-def check_registered_champion(outputs: Path, name: str) -> None:
-    """Checks that sweep ``name`` (under ``outputs``) registered version 1 as champion, and that its
-    ``test_balanced_accuracy`` tag is the pyfunc model's score on the sweep's test split, recomputed here on the raw
-    audio (not merely some number). Used by the job-submission test in tests/test_cluster.py."""
+def check_registered_champion(outputs: Path, name: str, uri: str | None = None) -> None:
+    """Checks that sweep ``name`` (under ``outputs``) registered version 1 as champion in the MLflow store ``uri``
+    (default: the sqlite store under ``outputs``), and that its ``test_balanced_accuracy`` tag is the pyfunc model's
+    score on the sweep's test split, recomputed here on the raw audio (not merely some number). Used by the
+    job-submission test in tests/test_cluster.py (against a tracking server: the model loads through its proxy)."""
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{outputs / 'mlflow.db'}"
+    uri = uri or f"sqlite:///{outputs / 'mlflow.db'}"
     version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(
         "guitar-note-classifier", "champion"
     )
