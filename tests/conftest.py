@@ -51,8 +51,13 @@ def _isolated_mlflow_uris(monkeypatch):
         (mlflow.tracking._model_registry.utils, "_registry_uri"),
     ):
         monkeypatch.setattr(module, attr, getattr(module, attr))
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        if var in os.environ:
-            monkeypatch.setenv(var, os.environ[var])
+    # mlflow.set_tracking_uri/set_registry_uri export both variables; put them back by hand: monkeypatch.delenv of an
+    # unset variable records nothing to undo, and a server's URL left there by tests/test_cluster.py made every later
+    # registration call that (stopped) server
+    saved = {var: os.environ.get(var) for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    for var, value in saved.items():
+        if value is None:
+            os.environ.pop(var, None)
         else:
-            monkeypatch.delenv(var, raising=False)
+            os.environ[var] = value

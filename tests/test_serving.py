@@ -51,8 +51,13 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (audio / "fake.wav").write_text(SECRET)
     os.mkfifo(audio / "fifo.wav")
     uri = f"sqlite:///{root / 'mlflow.db'}"  # root is absolute: sqlite://// + path
-    previous = mlflow.get_tracking_uri()
+    # this store for the module, then MLflow's URIs put back exactly (set_tracking_uri also exports the variables)
+    for module, attr in ((mlflow.tracking._tracking_service.utils, "_tracking_uri"),
+                         (mlflow.tracking._model_registry.utils, "_registry_uri")):  # fmt: skip
+        monkeypatch.setattr(module, attr, getattr(module, attr))
+    env = {var: os.environ.get(var) for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     try:
         mlflow.set_experiment("serving-test")
         with mlflow.start_run():
@@ -60,8 +65,12 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> dict:
         mlflow.MlflowClient().set_registered_model_alias(MODEL, "champion", info.registered_model_version)
         yield {"uri": uri, "root": root, "audio": audio, "ckpt": ckpt, "wav": wav, "info": info}
     finally:
-        mlflow.set_tracking_uri(previous)
         monkeypatch.undo()
+        for var, value in env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def test_pyfunc_matches_classifier_on_paths_and_arrays(registered: dict) -> None:
