@@ -40,24 +40,11 @@ def interrupted_sweep(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_mlflow_uris(monkeypatch):
+def _isolated_mlflow_uris():
     """Each test starts with MLflow's process-wide tracking and registry URIs as the session had them, and whatever a
     test sets (``configure_mlflow`` pins both) is put back after it: a registry URI left pinned to one test's store
     made a later test load another store's ``models:/…/1``."""
-    import mlflow
+    import mlflow_uris
 
-    for module, attr in (
-        (mlflow.tracking._tracking_service.utils, "_tracking_uri"),
-        (mlflow.tracking._model_registry.utils, "_registry_uri"),
-    ):
-        monkeypatch.setattr(module, attr, getattr(module, attr))
-    # mlflow.set_tracking_uri/set_registry_uri export both variables; put them back by hand: monkeypatch.delenv of an
-    # unset variable records nothing to undo, and a server's URL left there by tests/test_cluster.py made every later
-    # registration call that (stopped) server
-    saved = {var: os.environ.get(var) for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    yield
-    for var, value in saved.items():
-        if value is None:
-            os.environ.pop(var, None)
-        else:
-            os.environ[var] = value
+    with mlflow_uris.restored():
+        yield

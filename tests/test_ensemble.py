@@ -67,11 +67,7 @@ def fake_sweep(tmp_path: Path, tiny_demo: Path, monkeypatch: pytest.MonkeyPatch)
     from guitar_cls.tune.record import SPLITS_FILE, SweepRecord, TrialRecord
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    # the tracker points MLflow's process-wide URIs at this store; monkeypatch puts back exactly what was there (an
-    # unset registry URI stays unset: get/set_registry_uri would pin it for every later test)
-    for module, attr in ((mlflow.tracking._tracking_service.utils, "_tracking_uri"),
-                         (mlflow.tracking._model_registry.utils, "_registry_uri")):  # fmt: skip
-        monkeypatch.setattr(module, attr, getattr(module, attr))
+    # the tracker points MLflow's process-wide URIs at this store: tests/conftest.py puts them back after the test
     out = tmp_path / "outputs"
     sweep_dir = out / "sweeps" / "ens"
     trials = []

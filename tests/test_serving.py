@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
+import mlflow_uris
 import numpy as np
 import pandas as pd
 import pytest
@@ -51,26 +52,17 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (audio / "fake.wav").write_text(SECRET)
     os.mkfifo(audio / "fifo.wav")
     uri = f"sqlite:///{root / 'mlflow.db'}"  # root is absolute: sqlite://// + path
-    # this store for the module, then MLflow's URIs put back exactly (set_tracking_uri also exports the variables)
-    for module, attr in ((mlflow.tracking._tracking_service.utils, "_tracking_uri"),
-                         (mlflow.tracking._model_registry.utils, "_registry_uri")):  # fmt: skip
-        monkeypatch.setattr(module, attr, getattr(module, attr))
-    env = {var: os.environ.get(var) for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        mlflow.set_experiment("serving-test")
-        with mlflow.start_run():
-            info = log_pyfunc_model(ckpt.parent, registered_model_name=MODEL)
-        mlflow.MlflowClient().set_registered_model_alias(MODEL, "champion", info.registered_model_version)
-        yield {"uri": uri, "root": root, "audio": audio, "ckpt": ckpt, "wav": wav, "info": info}
-    finally:
-        monkeypatch.undo()
-        for var, value in env.items():
-            if value is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = value
+    with mlflow_uris.restored():  # this store for the module, then MLflow's URIs put back exactly
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        try:
+            mlflow.set_experiment("serving-test")
+            with mlflow.start_run():
+                info = log_pyfunc_model(ckpt.parent, registered_model_name=MODEL)
+            mlflow.MlflowClient().set_registered_model_alias(MODEL, "champion", info.registered_model_version)
+            yield {"uri": uri, "root": root, "audio": audio, "ckpt": ckpt, "wav": wav, "info": info}
+        finally:
+            monkeypatch.undo()
 
 
 def test_pyfunc_matches_classifier_on_paths_and_arrays(registered: dict) -> None:
