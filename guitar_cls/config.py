@@ -74,7 +74,7 @@ class FeatureConfig:
     bins_per_octave: int = field(default=12, metadata=_range(12, 48))
     n_chroma: int = field(default=12, metadata=_range(12, 48))
     hpss_kernel: int = field(default=17, metadata=_range(3, 63))
-    top_db: float = field(default=80.0, metadata=_range(10.0, 200.0))
+    top_db: float = field(default=50.0, metadata=_range(10.0, 200.0))
 
 
 @dataclass
