@@ -26,7 +26,7 @@ from guitar_cls.data.pipeline import _free_port
 from guitar_cls.data.schema import LABELS
 from guitar_cls.predict import PROB_COLUMNS, Classifier
 from guitar_cls.pyfunc import AUDIO_ROOT_ENV, RequestError, log_pyfunc_model
-from guitar_cls.tracking import input_example
+from guitar_cls.tracking import checkpoint_sample_rate, input_example
 
 MODEL = "guitar-note-classifier"
 SECRET = "TOPSECRET-7f3a"  # in files a request must never get to see
@@ -59,8 +59,8 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> dict:
         try:
             mlflow.set_experiment("serving-test")
             with mlflow.start_run():
-                # with an example request, as sweeps log it (MLflow warns without one)
-                info = log_pyfunc_model(ckpt.parent, registered_model_name=MODEL, input_example=input_example(SR))
+                example = input_example(checkpoint_sample_rate(ckpt))  # as sweeps log it (MLflow warns without one)
+                info = log_pyfunc_model(ckpt.parent, registered_model_name=MODEL, input_example=example)
             mlflow.MlflowClient().set_registered_model_alias(MODEL, "champion", info.registered_model_version)
             yield {"uri": uri, "root": root, "audio": audio, "ckpt": ckpt, "wav": wav, "info": info}
         finally:
