@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,18 +13,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from procs import stop_group
+
 from guitar_cls.data.pipeline import _free_port
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Ends ``proc`` and its children (its own process group): TERM, then KILL after 5 s (a throwaway store)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _tail(path: Path, chars: int = 4000) -> str:
@@ -73,5 +63,5 @@ def serve(folder: Path) -> Iterator[tuple[str, Path]]:
                 time.sleep(0.5)
         yield url, artifacts
     finally:
-        _stop(proc)
+        stop_group(proc, grace_s=5)  # a throwaway store
         log.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from procs import stop_group
 from test_predict import SR, note, tiny_checkpoint
 
 from guitar_cls.data.pipeline import _free_port
@@ -201,13 +201,7 @@ def server(registered: dict):
             time.sleep(0.5)
         yield base
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, grace_s=15)
         log.close()
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from procs import stop_group
 
 from guitar_cls.data.pipeline import _free_port
 from guitar_cls.tune import sweep
@@ -171,22 +172,8 @@ def _serve(cmd: list[str], url: str, timeout: float = 120):
                 return proc
         except OSError:
             time.sleep(1)
-    _stop(proc)
+    stop_group(proc, grace_s=20)
     raise AssertionError(f"{url} did not answer within {timeout} s")
-
-
-def _stop(proc) -> None:
-    import os
-    import signal
-    import subprocess
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _json(url: str, body: dict | None = None) -> dict:
@@ -235,7 +222,7 @@ def check_ui_servers(output_dir: Path, name: str) -> None:
             datasets = run["inputs"]["dataset_inputs"]
             assert datasets and all(d["dataset"]["name"].endswith(("-train", "-val", "-test")) for d in datasets)
     finally:
-        _stop(proc)
+        stop_group(proc, grace_s=20)
 
     port = _free_port()
     cmd = [str(bin_dir / "optuna-dashboard"), f"sqlite:///{output_dir / 'optuna.db'}", "--host", "127.0.0.1"]
@@ -246,7 +233,7 @@ def check_ui_servers(output_dir: Path, name: str) -> None:
         detail = _json(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}")
         assert detail["trials"] and detail["has_intermediate_values"]
     finally:
-        _stop(proc)
+        stop_group(proc, grace_s=20)
 
 
 def test_the_resource_plan_fits_workers_on_nodes_not_on_the_cluster_total() -> None:
