@@ -216,6 +216,55 @@ def test_channels_last_model_gives_the_same_logits(name):
     torch.testing.assert_close(cl, plain, atol=1e-4, rtol=1e-4)
 
 
+class _ContiguousGradStem(torch.nn.Module):
+    """A one-input-channel stem whose weight gradient comes out with contiguous strides whatever strides the weight
+    has, as cuDNN's does for the stems of our models on an H200 (the CPU kernels follow the weight instead)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Parameter(torch.randn(4, 1, 3, 3))
+        self.head = torch.nn.Conv2d(4, 3, 3)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        stem = self.stem.clone(memory_format=torch.contiguous_format)
+        return self.head(torch.nn.functional.conv2d(x, stem)).mean(dim=(2, 3))
+
+
+def _grad_stride_mismatches(model: torch.nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+    model.train().zero_grad()
+    model(x.contiguous(memory_format=torch.channels_last), lengths).sum().backward()
+    return [n for n, p in model.named_parameters() if p.grad is not None and p.grad.stride() != p.stride()]
+
+
+def test_channels_last_gives_each_weight_the_strides_of_its_gradient():
+    # DDP warns "Grad strides do not match bucket view strides" and copies each step where they differ (H200)
+    torch.manual_seed(0)
+    model = _ContiguousGradStem()
+    x, lengths = torch.randn(2, 1, 12, 20), torch.tensor([20, 20])
+    plain = model(x, lengths).detach()
+    assert _grad_stride_mismatches(_ContiguousGradStem().to(memory_format=torch.channels_last), x, lengths) == ["stem"]
+    aligned = loop.to_channels_last(model, x, lengths)
+    assert aligned.stem.stride() == (9, 9, 3, 1)  # the gradient's, not channels-last's (9, 1, 3, 1)
+    assert aligned.head.weight.is_contiguous(memory_format=torch.channels_last)
+    assert _grad_stride_mismatches(aligned, x, lengths) == []
+    torch.testing.assert_close(aligned(x, lengths).detach(), plain)  # same weights, other strides
+
+
+@pytest.mark.parametrize("name", ["resnet", "efficientnet_b0", "mobilenet_v3_small"])
+def test_channels_last_alignment_keeps_every_models_outputs_and_grad_layouts(name):
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=1).eval()
+    x, lengths = _padded_batch(2, 0.0)
+    with torch.no_grad():
+        plain = model(x, lengths)
+    aligned = loop.to_channels_last(model, x, lengths, torch.bfloat16)
+    assert not aligned.training  # the mode it came in
+    with torch.no_grad():
+        torch.testing.assert_close(aligned(x.contiguous(memory_format=torch.channels_last), lengths), plain,
+                                   atol=1e-4, rtol=1e-4)  # fmt: skip
+    assert _grad_stride_mismatches(aligned, x, lengths) == []
+
+
 def test_validation_features_are_computed_once_and_give_the_same_probabilities(monkeypatch):
     val = _toy_set(20, 3)
     cfg = _cfg(amp=False)

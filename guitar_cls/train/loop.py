@@ -200,6 +200,43 @@ def resolve_precision(tc: TrainingConfig, device: torch.device) -> tuple[torch.d
     return (torch.bfloat16 if on else None), device.type == "cuda" and tc.channels_last
 
 
+def to_channels_last(
+    model: nn.Module, feats: torch.Tensor, frames: torch.Tensor, amp_dtype: torch.dtype | None = None
+) -> nn.Module:
+    """Returns ``model`` in channels-last memory format, each parameter with the strides of its own gradient.
+
+    Where both formats hold the same memory (one input channel, a 1x1 kernel) the gradient's strides follow the
+    layer's input, not the weight. On an H200 (cuDNN 9.19, 2026-12-04) the stem's ``(16, 1, 7, 7)`` weight got a
+    contiguous gradient (its input has one channel), so did the squeeze-excitation 1x1 convolutions of EfficientNet and
+    MobileNet (1x1 inputs), while ResNet's 1x1 shortcuts and the depthwise ``(C, 1, k, k)`` weights got channels-last
+    ones. A weight whose strides differ from its gradient's makes DDP (and Ray Train's ``prepare_model``, which wraps
+    in it) warn "Grad strides do not match bucket view strides" and copy that gradient at every step.
+
+    So backward passes of the example ``feats``/``frames`` (eval mode, under the training autocast, no ``.grad``
+    touched) show each gradient's strides and the parameter takes them, until none changes: re-striding a weight can
+    change the layout of its layer's output and so of the next layer's gradient (the excitation's second convolution
+    after its first; one pass left those 8 of EfficientNet's 109 parameters mismatched).
+    """
+    model = model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    was_training = model.training
+    model.eval()
+    feats = feats.contiguous(memory_format=torch.channels_last)
+    ctx = torch.autocast(device_type=feats.device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    for _ in range(len(params)):  # each pass fixes at least one parameter or ends
+        with ctx:
+            out = model(feats, frames)
+        grads = torch.autograd.grad(out.float().sum(), params, allow_unused=True)
+        changed = [(p, g.stride()) for p, g in zip(params, grads) if g is not None and g.stride() != p.stride()]
+        if not changed:
+            break
+        with torch.no_grad():
+            for p, stride in changed:
+                p.data = torch.empty_strided(p.shape, stride, dtype=p.dtype, device=p.device).copy_(p)
+    model.train(was_training)
+    return model
+
+
 def ema_multi_avg_fn(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
     """Returns an ``AveragedModel`` update: ``avg += (1 - d) * (new - avg)`` with ``d = min(decay, (1 + n) / (10 + n))``
     after ``n`` earlier updates, so that the average forgets the random initialisation within the first steps (as
@@ -226,7 +263,11 @@ def build_parts(cfg: Config, class_counts: np.ndarray, steps_per_epoch: int, dev
     model, frontend = model.to(device), frontend.to(device)
     amp_dtype, channels_last = resolve_precision(tc, device)
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        sr = cfg.data.sample_rate
+        with torch.no_grad():  # one second of quiet noise: an example batch for the gradients' layouts
+            example = frontend(torch.randn(2, sr, generator=torch.Generator().manual_seed(0)).mul_(1e-3).to(device),
+                               torch.full((2,), sr, device=device))  # fmt: skip
+        model = to_channels_last(model, *example, amp_dtype)
     optimizer = build_optimizer(model.parameters(), tc)
     weights_counts = torch.as_tensor(class_counts, dtype=torch.float32)
     ema = None
