@@ -1,7 +1,7 @@
 """Benchmarks that print one JSON line each.
 
 Usage: python jobs/benchmark.py NAME [options], NAME one of: duration-baseline, featurize, train, profile, latency,
-segmentation, domain-gap, search
+segmentation, domain-gap, search, gpu
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ COMMANDS = {
     "segmentation": "guitar_cls.benchmarks.segmentation",
     "domain-gap": "guitar_cls.benchmarks.domain_gap",
     "search": "guitar_cls.benchmarks.search",
+    "gpu": "guitar_cls.benchmarks.gpu",
 }
 
 

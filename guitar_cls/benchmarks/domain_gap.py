@@ -66,19 +66,7 @@ def transfer(
     figures (``members``) and those of the mean of their probabilities (``ensemble_*``); the top-level figures stay
     the first member's (the configured seed: the default model).
     """
-    ok = ~df.index.isin(list(quarantined))
-    src = df[(df[column] == source) & ok]
-    tgt = df[(df[column] == target) & ok]
-    if src.empty or tgt.empty:
-        raise ValueError(f"no rows with {column} == {source!r} or {target!r} (found {sorted(df[column].unique())})")
-    s = cfg.splits
-    splits = make_splits(src, (s.train, s.val, s.test), seed=s.seed, group_col=s.group_by)
-    rows = {  # the source's own test share trains too: the other domain is the test
-        "train": [int(r) for r in splits.index[splits != "val"]],
-        "val": [int(r) for r in splits.index[splits == "val"]],
-        "test": [int(r) for r in tgt.index],
-    }
-    sets = split_sets(cache_path, rows)
+    sets = split_sets(cache_path, transfer_rows(cfg, df, quarantined, source, target, column))
     labels = sets["test"].labels
     runs = []
     for i in range(members):
@@ -109,6 +97,25 @@ def transfer(
         mean = combine(np.stack([r[2] for r in runs]), np.ones(members))  # jobs/ensemble.py's equal-weight mean
         out.update({f"ensemble_{k}": v for k, v in _scores(labels, mean).items()})
     return out
+
+
+def transfer_rows(
+    cfg: Config, df: pd.DataFrame, quarantined: set[int], source: str, target: str, column: str
+) -> dict[str, list[int]]:
+    """Returns the rows ``{train, val, test}`` of the transfer ``source`` -> ``target``: the source's recordings split
+    by ``cfg.splits`` (grouped), its own test share training too, and every row of the target as the test."""
+    ok = ~df.index.isin(list(quarantined))
+    src = df[(df[column] == source) & ok]
+    tgt = df[(df[column] == target) & ok]
+    if src.empty or tgt.empty:
+        raise ValueError(f"no rows with {column} == {source!r} or {target!r} (found {sorted(df[column].unique())})")
+    s = cfg.splits
+    splits = make_splits(src, (s.train, s.val, s.test), seed=s.seed, group_col=s.group_by)
+    return {
+        "train": [int(r) for r in splits.index[splits != "val"]],
+        "val": [int(r) for r in splits.index[splits == "val"]],
+        "test": [int(r) for r in tgt.index],
+    }
 
 
 def _scores(labels: Any, probs: np.ndarray) -> dict[str, Any]:

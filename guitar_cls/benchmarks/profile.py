@@ -36,8 +36,6 @@ from torch import nn
 
 from guitar_cls.config import Config, load_config
 from guitar_cls.train import loop
-from guitar_cls.train.ray_train import split_sets
-from guitar_cls.train.run import prepare_data
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +171,20 @@ def profile_training(cfg: Config, steps: int = 30, warmup: int = 3, clock: str =
     ``clock`` "wall" times with ``time.perf_counter``; "cpu" with ``time.process_time`` (CPU seconds of all of this
     process's threads: with one thread, the work done regardless of other processes sharing the cores).
     """
+    from guitar_cls.train.ray_train import split_sets  # Ray: here, not at import (benchmarks/gpu.py runs without it)
+    from guitar_cls.train.run import prepare_data
+
     with tempfile.TemporaryDirectory(prefix="guitar_cls_profile_") as tmp:
         prepared = prepare_data(cfg, Path(tmp))
     rows = {name: list(prepared.splits.index[prepared.splits == name]) for name in ("train", "val")}
     sets = split_sets(str(prepared.cache.path), rows)
-    train, val = sets["train"], sets["val"]
+    return profile_sets(cfg, sets["train"], sets["val"], steps, warmup, clock)
+
+
+def profile_sets(
+    cfg: Config, train: loop.SnippetSet, val: loop.SnippetSet, steps: int = 30, warmup: int = 3, clock: str = "wall"
+) -> dict[str, Any]:
+    """``profile_training`` on given training and validation sets, on ``loop.pick_device(cfg.training)``."""
     tc = cfg.training
     device = loop.pick_device(tc)
     torch.manual_seed(tc.seed)
