@@ -108,6 +108,23 @@ def test_the_searcher_gets_both_objectives(algorithm: str, sampler: type) -> Non
     assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
 
 
+@pytest.mark.parametrize("algorithm", ["nsga2", "tpe", "random"])
+def test_the_searcher_pickles_as_tune_and_its_save_do(algorithm: str) -> None:
+    # Tune pickles the searcher with the Tuner's state, OptunaSearch.save the sampler: Optuna 5.1's NSGA-II sampler
+    # held a plain lock and the deploy sweep failed before its first trial ("cannot pickle '_thread.lock' object")
+    import pickle
+
+    from ray import cloudpickle
+
+    search = {"algorithm": algorithm, "seed": 3, **({"population_size": 4} if algorithm == "nsga2" else {})}
+    searcher = make_searcher(space_from_dict(spec(search=search))).search_alg
+    cloudpickle.loads(cloudpickle.dumps(searcher))
+    sampler = pickle.loads(pickle.dumps(searcher._sampler))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=10)  # 2+ generations
+    assert len(study.trials) == 10 and study.best_trials
+
+
 def test_a_single_objective_searcher_is_unchanged() -> None:
     searcher = make_searcher(space_from_dict(spec(objectives=None, metric=METRIC, mode="max"))).search_alg
     assert searcher.metric == METRIC and searcher.mode == "max"

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import re
+import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -284,6 +285,39 @@ class SearchPlan:
 
     search_alg: Any
     param_space: dict[str, Any]
+
+
+_LOCK_TYPE = type(threading.Lock())
+
+
+class PicklableLock:
+    """A ``threading.Lock`` that pickles, as a new unlocked lock.
+
+    Tune pickles the searcher with the Tuner's state (and ``OptunaSearch.save`` pickles the sampler), but Optuna 5.1's
+    ``NSGAIISampler`` holds a plain lock (``_thread_lock``, in its genetic-sampler base): the deploy sweep stopped
+    before its first trial with "cannot pickle '_thread.lock' object". ``make_searcher`` gives the sampler this one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.__exit__(*exc)
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._lock = threading.Lock()
 
 
 class DefineByRun:
@@ -790,6 +824,8 @@ def make_searcher(space: SearchSpace, max_concurrent: int | None = None) -> Sear
     elif space.search.algorithm == "nsga2":
         kw = {} if space.search.population_size is None else {"population_size": space.search.population_size}
         sampler = optuna.samplers.NSGAIISampler(seed=space.search.seed, **kw)
+        if isinstance(getattr(sampler, "_thread_lock", None), _LOCK_TYPE):  # Optuna 5.1's genetic samplers
+            sampler._thread_lock = PicklableLock()  # type: ignore[attr-defined]
     else:
         sampler = optuna.samplers.RandomSampler(seed=space.search.seed)
     points = [{k: space.params[k].encode(v) for k, v in pt.items()} for pt in space.search.points_to_evaluate]
