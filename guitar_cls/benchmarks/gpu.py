@@ -14,7 +14,9 @@ Checks (default all): ``env``; ``augment`` (every waveform augmentation, SpecAug
 fp32 like a registered model); ``agree`` (the first model's probabilities on the device, fp32 and the training
 autocast, against CPU fp32); ``strides`` (per architecture: weights whose gradient strides differ from theirs under
 channels-last, plain ``.to(channels_last)`` against ``loop.to_channels_last``); ``ddp`` (one epoch per architecture
-through ``fit`` wrapped in DDP, one rank, NCCL on CUDA and gloo on CPU: "Grad strides" warnings counted);
+through ``fit`` wrapped in DDP, one rank, NCCL on CUDA and gloo on CPU: "Grad strides" warnings counted; PyTorch
+warns once per process, so a count after the first warning reads 0 whatever happened: use ``--checks ddp`` alone, or
+``strides`` for per-model figures);
 ``throughput`` (training samples/s per architecture, layout and batch size, augmentation off, then the default with
 augmentation); ``profile`` (``benchmark.py profile``'s sections for the default config). README "On a GPU" holds the
 figures of an H200.
@@ -26,7 +28,6 @@ import argparse
 import functools
 import json
 import os
-import socket
 import tempfile
 import time
 import warnings
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 
 from guitar_cls.config import Config, load_config
+from guitar_cls.data.pipeline import _free_port  # no Ray at import
 from guitar_cls.inference import build_from_config, predict_proba
 from guitar_cls.train import loop
 from guitar_cls.train.checkpoint import load_model, save_checkpoint
@@ -129,12 +131,6 @@ def _mismatched(model: torch.nn.Module, feats: torch.Tensor, frames: torch.Tenso
         out = model(feats.contiguous(memory_format=torch.channels_last), frames)
     out.float().sum().backward()
     return sum(p.grad is not None and p.grad.stride() != p.stride() for p in model.parameters())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_checks(
