@@ -7,6 +7,27 @@ from pathlib import Path
 
 import pytest
 
+# The README's test command runs two pytest-xdist workers, ``-n 2 --dist loadfile --no-loadscope-reorder``: the tests
+# of one file run in one worker, in order (a file's module fixtures start once; the cluster tests build on each
+# other), and the files are handed out in collection order, these first — they take minutes each, and one of them
+# started last would leave the other worker idle at the end.
+_FIRST = ("test_jobs.py", "test_cluster.py", "test_ray_train.py")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker, its own torch work uses one thread: two workers with two threads each on two cores
+    spin against each other. The processes the tests start (jobs, Ray workers) choose their threads themselves."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a pytest-xdist worker, the files of ``_FIRST`` come first (the order in which the files are handed out)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: _FIRST.index(item.path.name) if item.path.name in _FIRST else len(_FIRST))
+
 
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -27,16 +48,6 @@ def ray_local():
         ray.init(address="local", num_cpus=2, include_dashboard=True, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture(scope="session")
-def interrupted_sweep(tmp_path_factory: pytest.TempPathFactory):
-    """The smoke sweep Ctrl-C'd, resumed and SIGKILLed mid-trial, then resumed to its end, once for the session
-    (``test_jobs.run_interrupted_sweep``): the Ctrl-C test (tests/test_jobs.py) and the killed-driver test
-    (tests/test_faults.py) each check their part of it."""
-    import test_jobs
-
-    return test_jobs.run_interrupted_sweep(tmp_path_factory.mktemp("interrupted-sweep"))
 
 
 @pytest.fixture(autouse=True)

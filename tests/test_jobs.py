@@ -158,9 +158,9 @@ def run_interrupted_sweep(tmp: Path) -> InterruptedSweep:
     3. ``--resume --refit-epochs 3`` to the end: the picked trial's configuration trains again for 3 epochs, and the
        better of it and the trial on validation is tested and registered as the champion.
 
-    One chain serves the Ctrl-C test (tests/test_jobs.py) and the SIGKILL test (tests/test_faults.py), through the
-    session fixture ``interrupted_sweep`` (tests/conftest.py): one sweep started three times instead of a sweep of its
-    own, started twice, for each (one sweep's start, data and trials fewer)."""
+    One chain serves the Ctrl-C test and the SIGKILL test through the module fixture ``interrupted_sweep``: one sweep
+    started three times instead of a sweep of its own, started twice, for each (one sweep's start, data and trials
+    fewer)."""
     name = "smoke-resume"
     demo = tmp / "demo"
     cmd = [sys.executable, "jobs/sweep.py", "--smoke-test", "--name", name, *_sets(tmp, demo)]
@@ -214,6 +214,13 @@ def run_interrupted_sweep(tmp: Path) -> InterruptedSweep:
     )
 
 
+@pytest.fixture(scope="module")
+def interrupted_sweep(tmp_path_factory: pytest.TempPathFactory) -> InterruptedSweep:
+    """The smoke sweep Ctrl-C'd, resumed and SIGKILLed mid-trial, then resumed to its end, once for this file: the
+    Ctrl-C test and the killed-driver test each check their part of it."""
+    return run_interrupted_sweep(tmp_path_factory.mktemp("interrupted-sweep"))
+
+
 def test_sweep_interrupted_then_resumed_keeps_finished_trials_and_registers_a_champion(interrupted_sweep):
     """Ctrl-C of a running sweep, then ``--resume`` (the chain of ``run_interrupted_sweep``; a SIGKILL of the resumed
     driver comes between): the trials saved as finished are kept as they were, the champion is registered only by the
@@ -248,6 +255,32 @@ def test_sweep_interrupted_then_resumed_keeps_finished_trials_and_registers_a_ch
     assert out.shape[0] == 1 and out["label"][0] in ("harmonic", "dead_note", "general_note")
     probs = out[["prob_harmonic", "prob_dead_note", "prob_general_note"]].to_numpy()
     assert abs(probs.sum() - 1) < 1e-4
+
+
+def test_a_killed_sweep_driver_resumes_without_losing_trials_or_duplicating_runs(interrupted_sweep) -> None:
+    """SIGKILL to the sweep driver's whole process group (no chance to save or clean up) while a trial runs, then
+    ``--resume`` (the chain of ``run_interrupted_sweep``, after a Ctrl-C'd first run): the trials Tune had
+    saved as finished are kept as they were, the killed trial runs again to its end, and every trial has exactly one
+    MLflow run."""
+    import mlflow
+
+    from guitar_cls.tune.record import SweepRecord
+
+    sweep = interrupted_sweep
+    assert sweep.killed_rc == -signal.SIGKILL  # killed while it ran, not ended by itself
+    assert sweep.finished_at_kill, "no trial saved as finished before the kill"
+    summary = sweep.summary
+    assert summary["trials"] == 2 and summary["errors"] == 0
+    for trial_dir, text in sweep.finished_at_kill.items():
+        assert (sweep.storage / sweep.name / trial_dir / "result.json").read_text() == text
+    trials = {t.trial_id: t for t in SweepRecord.read(sweep.outputs / "sweeps" / sweep.name).trials}
+    killed = trials[sweep.running_at_kill]
+    assert (killed.status, killed.epochs) == ("TERMINATED", 2), killed
+    mlflow.set_tracking_uri(f"sqlite:///{sweep.outputs / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{sweep.outputs / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.trial_id != ''")
+    per_trial = runs.groupby("tags.trial_id").size()
+    assert set(per_trial.index) == set(trials) and (per_trial == 1).all(), per_trial.to_dict()
 
 
 def check_refit(sweep_dir: Path, summary: dict) -> None:
