@@ -29,7 +29,7 @@ import pandas as pd
 from guitar_cls.data.schema import LABEL_TO_INDEX, LABELS, read_metadata
 from guitar_cls.data.splits import make_splits
 from guitar_cls.outputs import check_output_folder, staged_output
-from guitar_cls.predict import PROB_COLUMNS, Classifier, files_windows
+from guitar_cls.predict import PROB_COLUMNS, Classifier, EnsembleClassifier, files_windows
 from guitar_cls.train.metrics import classification_metrics, plot_confusion_matrix, plot_reliability
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def write_report(
 
 
 def evaluate(
-    source: str | Path | Classifier,
+    source: str | Path | Classifier | EnsembleClassifier,
     metadata: str | Path,
     audio_root: str | Path,
     out_dir: str | Path,
@@ -234,7 +234,7 @@ def evaluate(
         overwrite: write into an ``out_dir`` that is not a previous evaluation (only our files are replaced).
     """
     check_output_folder(Path(out_dir).expanduser().resolve(), EVALUATION, overwrite=overwrite)  # before any work
-    clf = source if isinstance(source, Classifier) else Classifier.load(source)
+    clf = source if isinstance(source, (Classifier, EnsembleClassifier)) else Classifier.load(source)
     split = split or ("test" if splits_csv else "all")
     df = read_metadata(metadata)
     saved = pd.read_csv(splits_csv) if splits_csv else clf.splits

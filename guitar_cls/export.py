@@ -233,9 +233,10 @@ def export_model(
     seconds: Sequence[float] = PARITY_SECONDS,
 ) -> dict[str, Any]:
     """Exports a checkpoint / ``models:/`` URI / Classifier to ``out``, checks parity; returns a summary dict."""
-    from guitar_cls.predict import Classifier
+    from guitar_cls.predict import Classifier, EnsembleClassifier
 
-    clf = source if isinstance(source, Classifier) else Classifier.load(source)
+    # an ensemble of one front end (a sweep's refit members) exports as one graph of its members (predict.MemberMean)
+    clf = source if isinstance(source, (Classifier, EnsembleClassifier)) else Classifier.load(source)
     path = export_onnx(clf.model, clf.frontend, clf.cfg, out, include_frontend=include_frontend, snippet=snippet)
     diff = onnx_parity(path, clf.model, clf.frontend, clf.cfg, seconds)
     return {

@@ -197,12 +197,39 @@ class Classifier:
         return self.classify_windows(windows)
 
 
+class MemberMean(nn.Module):
+    """``(features [B, C, F, T], lengths [B]) -> [B, 3]`` whose softmax is ``ensemble.combine`` of the members'
+    probabilities: the log of their weighted mean (``mean``) or the weighted mean of their log-probabilities
+    (``logit``, floored at ``ensemble.LOG_FLOOR``). The members of an ensemble that share one front end as one network,
+    so that export, latency and band importance take it like a single model."""
+
+    def __init__(self, models: Sequence[nn.Module], weights: Sequence[float], rule: str) -> None:
+        super().__init__()
+        from guitar_cls.ensemble import LOG_FLOOR, RULES
+
+        if rule not in RULES:
+            raise ValueError(f"unsupported ensemble rule: {rule!r} (known: {', '.join(RULES)})")
+        w = torch.as_tensor(np.asarray(weights, dtype=np.float64) / float(np.sum(weights)), dtype=torch.float32)
+        self.members = nn.ModuleList(models)
+        self.rule, self.log_floor = rule, float(np.log(LOG_FLOOR))
+        self.register_buffer("log_weights", torch.log(w.clamp(min=1e-30)).view(-1, 1, 1), persistent=False)
+        self.register_buffer("weights", w.view(-1, 1, 1), persistent=False)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([torch.log_softmax(m(features, lengths).float(), dim=-1) for m in self.members])
+        if self.rule == "logit":
+            return (self.weights * logp.clamp(min=self.log_floor)).sum(dim=0)
+        return torch.logsumexp(logp + self.log_weights, dim=0)
+
+
 class EnsembleClassifier:
     """Several Classifiers whose probabilities are combined (``ensemble.combine``: ``rule`` mean or logit, member
-    ``weights``): what ``Classifier.load`` returns for an ensemble registered by ``jobs/ensemble.py``, so evaluate,
-    predict and review take it like one model. Files and waveforms are read by each member with its own data settings;
-    prepared windows need one data setting shared by all members. There is no single network to export, time or
-    explain (``model`` / ``frontend`` raise)."""
+    ``weights``): what ``Classifier.load`` returns for a registered ensemble (a sweep's refit members, or
+    ``jobs/ensemble.py``), so evaluate, predict and review take it like one model. Files and waveforms are read by
+    each member with its own data settings; prepared windows need one data setting shared by all members. Members
+    that share one front end (data and feature settings: a refit's seeds) are also one network, ``model`` a
+    ``MemberMean`` and ``frontend`` theirs, to export and time; members that do not have no single network (``model``
+    / ``frontend`` raise). Grad-CAM explains the first member (``interpret.explain_file``)."""
 
     labels: tuple[str, ...] = LABELS
 
@@ -216,17 +243,23 @@ class EnsembleClassifier:
 
     def _no_single(self, what: str) -> Any:
         raise TypeError(
-            f"{self.source}: an ensemble of {len(self.members)} models has no single {what}; export, time or explain "
-            "one member (its checkpoint) instead"
+            f"{self.source}: an ensemble of {len(self.members)} models with different data or feature settings has "
+            f"no single {what}; export or time one member (its checkpoint) instead"
         )
+
+    def _shared_frontend(self) -> bool:
+        first = self.members[0].cfg
+        return all(m.cfg.data == first.data and m.cfg.features == first.features for m in self.members[1:])
 
     @property
     def model(self) -> nn.Module:
-        return self._no_single("model")
+        if not self._shared_frontend():
+            return self._no_single("model")
+        return MemberMean([m.model for m in self.members], self.weights.tolist(), self.rule).eval()
 
     @property
     def frontend(self) -> nn.Module:
-        return self._no_single("front end")
+        return self.members[0].frontend if self._shared_frontend() else self._no_single("front end")
 
     def _combine(self, probs: list[np.ndarray]) -> np.ndarray:
         from guitar_cls.ensemble import combine

@@ -2,10 +2,12 @@
 
     python jobs/sweep.py --space search_spaces/arch.yaml [--data metadata.csv --audio-root DIR ...] [--name NAME]
                          [--resume] [--set key=value ...] [--no-register] [--promote] [--smoke-test]
-                         [--num-samples N] [--time-budget SECONDS] [--refit-epochs N]
+                         [--num-samples N] [--time-budget SECONDS] [--refit-epochs N] [--refit-members N]
 
 After the search the picked trial's configuration trains again for the space's `budget.refit_epochs` (arch, augment
-and features: 30) on the same splits; the refit is tested and registered when it scores better on validation.
+and features: 30) on the same splits, `budget.refit_members` times with training seeds seed, seed+1, ... (arch,
+augment and features: 3); the mean of the members' probabilities is tested and registered when it scores better on
+validation than the trial (on recordings unlike the training data it transfers better than one model; README).
 
 --data and --audio-root repeat to train on several tables together (roots pair with tables in order; one root is
 shared by all tables but `demo`, the demo set). With RAY_ADDRESS set (as inside `ray job submit`) it joins that cluster.
@@ -41,6 +43,9 @@ def main() -> None:
     parser.add_argument(
         "--refit-epochs", type=int, metavar="N", help="train the picked trial again for N epochs (0: no refit)"
     )
+    parser.add_argument(
+        "--refit-members", type=int, metavar="N", help="refit N models (seeds seed..seed+N-1); their mean is registered"
+    )
     parser.add_argument("--smoke-test", action="store_true", help=f"run {SMOKE_SPACE} (tiny, CPU)")
     args = parser.parse_args()
     if not args.space and not args.smoke_test:
@@ -61,6 +66,7 @@ def main() -> None:
             time_budget_s=args.time_budget,
             promote=args.promote,
             refit_epochs=args.refit_epochs,
+            refit_members=args.refit_members,
         )
     except SweepInterrupted as e:
         print(e, file=sys.stderr)

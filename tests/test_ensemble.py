@@ -14,7 +14,7 @@ import pytest
 from test_predict import tiny_checkpoint
 
 from guitar_cls.ensemble import combine, greedy_weights
-from guitar_cls.predict import PROB_COLUMNS, Classifier, EnsembleClassifier
+from guitar_cls.predict import PROB_COLUMNS, Classifier, EnsembleClassifier, MemberMean
 
 # Three rows, true classes 0, 1, 2. A is right on rows 0 and 2, B on rows 1 and 2, C on none. A + B averaged is wrong
 # on row 0 (B is too sure of class 1 there); 2 A + B is right everywhere.
@@ -148,9 +148,40 @@ def test_job_registers_an_ensemble_that_predicts_on_a_wav_path(fake_sweep: dict,
     members = np.stack([Classifier.load(m["checkpoint"]).classify_files([wav], [0.5], [1.0]) for m in saved["members"]])
     np.testing.assert_allclose(pred[list(PROB_COLUMNS)].to_numpy(), members.mean(axis=0), atol=1e-5)
 
-    # and like one model through Classifier.load (evaluate, predict, review): combined, but no single network
+    # and like one model through Classifier.load (evaluate, predict, review): combined, and (one front end) one network
     clf = Classifier.load(f"models:/{name}/2")
     assert isinstance(clf, EnsembleClassifier) and len(clf.members) == len(saved["members"])
     np.testing.assert_allclose(clf.classify_files([wav], [0.5], [1.0]), members.mean(axis=0), atol=1e-5)
-    with pytest.raises(TypeError, match="no single model"):
-        _ = clf.model
+    assert isinstance(clf.model, MemberMean) and len(clf.model.members) == len(saved["members"])
+
+
+def test_members_of_one_front_end_are_one_network_that_exports_and_others_are_not(tmp_path: Path) -> None:
+    """An ensemble whose members share their data and feature settings (a sweep's refit seeds) is one network: the
+    softmax of ``MemberMean`` is ``combine`` of the members' probabilities, by either rule and with unequal weights,
+    and it exports to ONNX with the front end inside. Members of other feature settings have no single network."""
+    import torch
+
+    from guitar_cls.config import config_from_dict
+    from guitar_cls.export import example_waves, export_model
+
+    a, b = (Classifier.load(tiny_checkpoint(tmp_path / f"{i}.pt", seed=i)) for i in (1, 2))
+    wave, lengths = example_waves(a.cfg, (0.3, 1.0, 2.0))
+    with torch.no_grad():
+        feats, frames = a.frontend(wave, lengths)
+        probs = np.stack([torch.softmax(m.model(feats, frames), dim=-1).numpy() for m in (a, b)])
+        assert np.abs(probs[0] - probs[1]).max() > 0.1  # two different models
+        for rule in ("mean", "logit"):
+            ens = EnsembleClassifier([a, b], [2.0, 1.0], rule)
+            assert isinstance(ens.model, MemberMean) and ens.frontend is a.frontend
+            got = torch.softmax(ens.model(feats, frames), dim=-1).numpy()
+            np.testing.assert_allclose(got, combine(probs, [2.0, 1.0], rule), atol=1e-5)
+    ens = EnsembleClassifier([a, b], [1.0, 1.0], "mean")
+    for snippet in (False, True):  # the batch graph and the one-snippet graph (latency's onnx_ms)
+        out = export_model(ens, tmp_path / f"ens-{snippet}.onnx", include_frontend=True, snippet=snippet)
+        assert out["max_abs_diff_probabilities"] < 1e-4 and out["variant"] == ("snippet" if snippet else "waveform")
+
+    cfg = config_from_dict({"model": {"name": "resnet", "params": {"base_width": 4, "blocks": [1, 1, 1, 1]}},
+                            "features": {"n_mels": 64}})  # fmt: skip
+    other = EnsembleClassifier([a, Classifier.from_config(cfg)], [1.0, 1.0], "mean")
+    with pytest.raises(TypeError, match="different data or feature settings has no single model"):
+        _ = other.model

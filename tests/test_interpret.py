@@ -81,3 +81,27 @@ def test_embeddings_tsne_and_gradcam_figures(tmp_path: Path) -> None:
     assert png.stat().st_size > 5000
     png = interpret.explain_snippet(clf.model, clf.frontend, waves[5], len(waves[5]), tmp_path / "cam.png", "x")
     assert png.stat().st_size > 5000
+
+
+def test_an_ensembles_figure_maps_its_first_member_under_the_ensembles_label(tmp_path: Path, monkeypatch) -> None:
+    """``predict --visualize`` on an ensemble (the sweeps' refit members): Grad-CAM of one network, its first member,
+    and the title gives the ensemble's label and says whose map it is."""
+    import soundfile as sf
+
+    from guitar_cls.predict import EnsembleClassifier
+
+    a, b = (Classifier.load(tiny_checkpoint(tmp_path / f"{i}.pt", seed=i)) for i in (1, 2))
+    wav = tmp_path / "note.wav"
+    sf.write(wav, note(0.8, f0=147.0), SR)
+    asked = {}
+
+    def explain(model, frontend, wave, length, out, title=""):
+        asked.update(model=model, frontend=frontend, title=title)
+        return Path(out)
+
+    monkeypatch.setattr(interpret, "explain_snippet", explain)
+    ens = EnsembleClassifier([a, b], [1.0, 1.0], "mean")
+    interpret.explain_file(ens, wav, tmp_path / "cam.png")
+    assert asked["model"] is a.model and asked["frontend"] is a.frontend
+    label = ("harmonic", "dead_note", "general_note")[int(ens.classify_files([wav])[0].argmax())]
+    assert asked["title"].startswith(f"note.wav: {label} (") and asked["title"].endswith("; map of member 1 of 2")

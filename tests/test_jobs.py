@@ -155,8 +155,9 @@ def run_interrupted_sweep(tmp: Path) -> InterruptedSweep:
     2. ``--resume``, then SIGKILL to the driver's whole process group (no chance to save or clean up) once the state
        this run saved lists the next trial as running (before its first epoch: a trial killed after one restarts
        from its Train checkpoint, and Tune's result.json of it then lacks the epochs before the kill);
-    3. ``--resume --refit-epochs 3`` to the end: the picked trial's configuration trains again for 3 epochs, and the
-       better of it and the trial on validation is tested and registered as the champion.
+    3. ``--resume --refit-epochs 3 --refit-members 2`` to the end: the picked trial's configuration trains again for
+       3 epochs, twice (training seeds 42 and 43), and the better on validation of the trial and the mean of the two
+       is tested and registered as the champion.
 
     One chain serves the Ctrl-C test and the SIGKILL test through the module fixture ``interrupted_sweep``: one sweep
     started three times instead of a sweep of its own, started twice, for each (one sweep's start, data and trials
@@ -198,7 +199,7 @@ def run_interrupted_sweep(tmp: Path) -> InterruptedSweep:
         proc.wait()
     finished_at_kill = {p.parent.name: p.read_text() for p in killed}
 
-    resumed = _run([*cmd, "--resume", "--refit-epochs", "3"], tmp, 600)
+    resumed = _run([*cmd, "--resume", "--refit-epochs", "3", "--refit-members", "2"], tmp, 600)
     return InterruptedSweep(
         outputs=tmp / "outputs",
         demo=demo,
@@ -284,8 +285,13 @@ def test_a_killed_sweep_driver_resumes_without_losing_trials_or_duplicating_runs
 
 
 def check_refit(sweep_dir: Path, summary: dict) -> None:
-    """The refit (``--refit-epochs 3`` after 2-epoch trials) trained the picked trial's own configuration for 3 epochs
-    on the sweep's splits, and the checkpoint tested and registered is the refit's exactly when it validated better."""
+    """The refit (``--refit-epochs 3 --refit-members 2`` after 2-epoch trials) trained the picked trial's own
+    configuration for 3 epochs on the sweep's splits with training seeds 42 and 43, scored the mean of the two on
+    validation, and what is tested and registered is that mean (one pyfunc of both) exactly when it validated
+    better than the trial."""
+    import mlflow
+
+    from guitar_cls.pyfunc import GuitarNoteEnsemble
     from guitar_cls.train.checkpoint import read_checkpoint
     from guitar_cls.tune.record import SweepRecord
 
@@ -295,15 +301,26 @@ def check_refit(sweep_dir: Path, summary: dict) -> None:
     trial = next(t for t in SweepRecord.read(sweep_dir).trials if t.trial_id == refit["trial_id"])
     assert refit[f"trial_{metric}"] == trial.best
     assert refit["used"] == (refit[metric] > trial.best)
-    ours = read_checkpoint(refit["checkpoint"])
-    assert Path(refit["checkpoint"]).is_relative_to(sweep_dir / "refit")
-    assert ours["config"]["training"]["epochs"] == 3 and ours["best_metric"] == refit[metric]
+    assert [m["seed"] for m in refit["members"]] == [42, 43] and refit["checkpoint"] == refit["checkpoints"][0]
     theirs = read_checkpoint(trial.checkpoint)["config"]
     assert theirs["training"]["epochs"] == 2
-    for section in ("model", "features", "augmentation"):  # the trial's own configuration, searched values included
-        assert ours["config"][section] == theirs[section]
-    assert ours["config"]["training"]["learning_rate"] == theirs["training"]["learning_rate"]
+    for member, path in zip(refit["members"], refit["checkpoints"]):
+        ours = read_checkpoint(path)
+        assert Path(path).is_relative_to(sweep_dir / "refit") and member["checkpoint"] == path
+        assert ours["config"]["training"]["epochs"] == 3 and ours["best_metric"] == member[metric]
+        assert ours["config"]["training"]["seed"] == member["seed"]
+        for section in ("model", "features", "augmentation"):  # the trial's own configuration, searched values too
+            assert ours["config"][section] == theirs[section]
+        assert ours["config"]["training"]["learning_rate"] == theirs["training"]["learning_rate"]
     assert summary["checkpoint"] == (refit["checkpoint"] if refit["used"] else str(trial.checkpoint))
+    assert summary.get("checkpoints") == (refit["checkpoints"] if refit["used"] else None)
+    version = summary["registration"]["version"]
+    mlflow.set_tracking_uri(f"sqlite:///{sweep_dir.parents[1] / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{sweep_dir.parents[1] / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model(f"models:/guitar-note-classifier/{version}").unwrap_python_model()
+    assert isinstance(served, GuitarNoteEnsemble) == refit["used"]
+    if refit["used"]:
+        assert len(served.members) == 2 and list(served.weights) == [1.0, 1.0] and served.rule == "mean"
 
 
 def _pids(marker: str) -> list[int]:

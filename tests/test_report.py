@@ -536,6 +536,10 @@ def test_the_header_says_what_the_refit_gave(tmp_path: Path, used: bool) -> None
     assert "refit for 30 epochs (24 run): val/balanced_accuracy 0.8123 against the trial's 0.7811" in header
     assert ("refit is the tested and registered model" in header) is used
     assert ("trial's own checkpoint stays" in header) is not used
+    summary["refit"]["members"] = [{"seed": 42}, {"seed": 43}, {"seed": 44}]  # budget.refit_members: 3
+    (sweep_dir / "summary.json").write_text(json.dumps(summary))
+    text = rp.build_report("fake", tmp_path / "members", output_dir=out, evaluate_champion=False).path.read_text()
+    assert "(24 run), 3 models (training seeds 42, 43, 44), their mean: val/balanced_accuracy 0.8123" in text
     summary["refit"] = {"trial_id": summary["best_trial"], "epochs": 30, "used": False, "error": "disk full"}
     (sweep_dir / "summary.json").write_text(json.dumps(summary))
     text = rp.build_report("fake", tmp_path / "again", output_dir=out, evaluate_champion=False).path.read_text()

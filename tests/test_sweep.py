@@ -276,3 +276,87 @@ def test_a_failed_refit_keeps_the_trial_and_a_refit_trains_the_trials_own_config
     assert asked["cfg"].model.params == {"base_width": 4, "blocks": [1, 1, 1, 1]}  # the trial's own model
     assert asked["name"] == "smoke-refit-t1" and asked["out_dir"] == setup.sweep_dir / "refit" / "t1"
     assert asked["loop_extra"] == {"metric": "val/balanced_accuracy", "mode": "max"}
+
+
+def test_a_refit_of_three_members_trains_three_seeds_and_scores_the_mean_of_their_probabilities(tmp_path, monkeypatch):
+    """``budget.refit_members: 3``: the trial's configuration trains three times, training seeds 42 / 43 / 44, the
+    first where a single refit goes; its validation value is that of the mean of the three models' probabilities,
+    not any one member's, and ``used`` compares that value with the trial's."""
+    import numpy as np
+    from test_loop import _toy_set
+    from test_predict import tiny_checkpoint
+
+    from guitar_cls.config import load_config
+    from guitar_cls.ensemble import combine
+    from guitar_cls.inference import predict_proba
+    from guitar_cls.train.checkpoint import load_model
+    from guitar_cls.train.metrics import classification_metrics
+    from guitar_cls.tune.record import TrialRecord
+
+    space = load_space(SMOKE).with_budget(refit_epochs=5, refit_members=3)
+    setup = sweep._Setup(space, "smoke", load_config(None), tmp_path / "sweeps" / "smoke", str(tmp_path), False)
+    trial = tiny_checkpoint(tmp_path / "trial" / "best.pt")
+    val = _toy_set(12, seed=3)
+    asked = []
+
+    class Result:
+        def __init__(self, value):
+            self.metrics = {"best/val/balanced_accuracy": value, "epoch": 4}
+
+    def trainer(cfg, data, name, out_dir, loop_extra):  # a different model per seed, as training would give
+        asked.append((cfg.training.seed, cfg.training.epochs, name, out_dir))
+        path = tiny_checkpoint(out_dir / "checkpoint" / "best.pt", seed=cfg.training.seed)
+        return path, Result(0.1 * len(asked)), 1.0
+
+    class Data:
+        def snippet_set(self, split):
+            assert split == "val"  # validation picks; the test split stays untouched
+            return val
+
+    class Tracker:
+        def log_metrics(self, metrics):
+            self.logged = metrics
+
+    monkeypatch.setattr(sweep, "run_trainer", trainer)
+    best = TrialRecord("t1", "TERMINATED", "completed", 2, 0.0, 0.0, None, str(trial.parent))
+    out = sweep._refit(setup, Data(), Tracker(), best, trial)
+    refit_dir = setup.sweep_dir / "refit" / "t1"
+    assert asked == [
+        (42, 5, "smoke-refit-t1", refit_dir),
+        (43, 5, "smoke-refit-t1-seed43", refit_dir / "seed-43"),
+        (44, 5, "smoke-refit-t1-seed44", refit_dir / "seed-44"),
+    ]
+    paths = [
+        refit_dir / "checkpoint" / "best.pt",
+        *(refit_dir / f"seed-{s}" / "checkpoint" / "best.pt" for s in (43, 44)),
+    ]
+    assert out["checkpoints"] == [str(p) for p in paths] and out["checkpoint"] == str(paths[0])
+    assert [m["seed"] for m in out["members"]] == [42, 43, 44]
+    assert [m["val/balanced_accuracy"] for m in out["members"]] == pytest.approx([0.1, 0.2, 0.3])
+    probs = []
+    for path in paths:
+        model, frontend, _ = load_model(path)
+        probs.append(predict_proba(model, frontend, val, batch_size=32))
+    assert not np.allclose(probs[0], probs[1])  # three different models
+    mean = classification_metrics(val.labels, combine(np.stack(probs), np.ones(3)))["balanced_accuracy"]
+    assert out["val/balanced_accuracy"] == pytest.approx(mean)
+    assert out["used"] == (mean > 0.0) and out["trial_val/balanced_accuracy"] == 0.0
+
+
+def test_refit_members_need_a_metric_the_mean_of_probabilities_gives(tmp_path) -> None:
+    """Several refit members are scored by the mean of their probabilities: a space ranked by a metric that mean
+    cannot give (the validation loss) is refused when it is loaded, naming the key."""
+    from guitar_cls.tune.space import SpaceError
+
+    text = SMOKE.read_text()
+    assert load_space(SMOKE).with_budget(refit_members=2).budget.refit_members == 2
+    bad = tmp_path / "loss.yaml"
+    bad.write_text(text.replace("metric: val/balanced_accuracy", "metric: val/loss").replace("mode: max", "mode: min"))
+    space = load_space(bad)
+    with pytest.raises(SpaceError, match=r"budget.refit_members \(--refit-members\): 2 members .* not val/loss"):
+        space.with_budget(refit_members=2)
+    bad.write_text(bad.read_text().replace("budget:\n", "budget:\n  refit_members: 3\n"))
+    with pytest.raises(SpaceError, match=r"loss.yaml: budget.refit_members: 3 members"):
+        load_space(bad)
+    with pytest.raises(SpaceError, match=r"budget.refit_members \(--refit-members\): at most 10"):
+        load_space(SMOKE).with_budget(refit_members=11)

@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "latency",
         "model": clf.source,
         "model_name": clf.cfg.model.name,
+        "members": len(getattr(clf, "members", [clf])),  # an ensemble is timed as one network of all its members
         "features": clf.cfg.features.name,
         "seconds": args.seconds,
         "runs": runs,

@@ -369,8 +369,16 @@ def champion_evaluation(
     ``out_dir`` (metrics.json, confusion_matrix.png, errors.csv, breakdown.csv...), with the model and metadata
     paths in metrics.json shown relative to the project root (``display_path``)."""
     checkpoint, meta, root, splits = champion_inputs(sweep, metadata, audio_root)
-    log.info("evaluating the champion %s on the test split of %s", checkpoint, meta)
-    metrics = evaluate(checkpoint, meta, root, out_dir, split="test", splits_csv=splits)
-    metrics = {**metrics, "model": display_path(checkpoint), "metadata": display_path(meta)}
+    model: Any = checkpoint
+    shown = display_path(checkpoint)
+    members = [Path(c) for c in sweep.summary.get("checkpoints") or []]  # a refit of several seeds: their mean
+    if len(members) > 1 and all(c.is_file() for c in members):
+        from guitar_cls.predict import Classifier, EnsembleClassifier
+
+        model = EnsembleClassifier([Classifier.load(c) for c in members], [1.0] * len(members), "mean")
+        shown = f"mean of {len(members)}: " + ", ".join(display_path(c) for c in members)
+    log.info("evaluating the champion %s on the test split of %s", shown, meta)
+    metrics = evaluate(model, meta, root, out_dir, split="test", splits_csv=splits)
+    metrics = {**metrics, "model": shown, "metadata": display_path(meta)}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     return metrics

@@ -139,8 +139,10 @@ def header_section(sweep: SweepData, c: ReportContent) -> list[str]:
         epochs, error = refit.get("epochs"), refit["error"]
         facts.append(f"its refit for {epochs} epochs failed ({error}): the trial's checkpoint stays")
     elif refit:
+        seeds = [m.get("seed") for m in refit.get("members") or []]
+        models = f", {len(seeds)} models (training seeds {', '.join(map(str, seeds))}), their mean" if seeds else ""
         facts.append(
-            f"its configuration refit for {refit.get('epochs')} epochs ({refit.get('epochs_run')} run): "
+            f"its configuration refit for {refit.get('epochs')} epochs ({refit.get('epochs_run')} run){models}: "
             f"{sweep.metric} {refit.get(sweep.metric, float('nan')):.4f} against the trial's "
             f"{refit.get('trial_' + sweep.metric, float('nan')):.4f}, so the "
             + ("refit is the tested and registered model" if refit.get("used") else "trial's own checkpoint stays")

@@ -57,7 +57,15 @@ _SEARCH_KEYS = {
 TRIAL_CONSTANTS = ("latency_ms",)
 CHAMPION_POLICIES = ("best", "fastest_within", "max_latency_ms")
 _SCHEDULER_KEYS = {"asha": ("type", "grace_period", "reduction_factor"), "fifo": ("type",)}
-_BUDGET_KEYS = ("num_samples", "max_epochs", "time_budget_s", "max_concurrent_trials", "refit_epochs", "refit_patience")
+_BUDGET_KEYS = (
+    "num_samples", "max_epochs", "time_budget_s", "max_concurrent_trials", "refit_epochs", "refit_patience",
+    "refit_members",
+)  # fmt: skip
+# What a refit of several members is scored by on validation: the mean of their probabilities, through
+# train.metrics.classification_metrics, so the sweep's metric must be val/<one of these> (or a per-class one).
+ENSEMBLE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "mcc", "ece")
+_PER_CLASS_METRIC = re.compile(r"^(precision|recall|f1)/(harmonic|dead_note|general_note)$")
+MAX_REFIT_MEMBERS = 10
 _KEY_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _METRIC_RE = re.compile(r"^[A-Za-z_]\w*/[A-Za-z_][\w/]*$")
 # A sweep name is one folder under outputs/sweeps and the Ray storage: no separators, no leading dot, no "..".
@@ -208,6 +216,11 @@ class Budget:
     # tested and registered. None: off. Trials are cut short to search many; the model users get should not be.
     refit_epochs: int | None = None
     refit_patience: int = 10
+    # The refit trains refit_members models (training seeds seed, seed+1, ...) and the mean of their probabilities is
+    # what is tested and registered (pyfunc.GuitarNoteEnsemble): on recordings unlike the training data separately
+    # trained models miss different notes, so their mean transfers better (README, domain gap), at N x the refit
+    # time and the inference cost.
+    refit_members: int = 1
 
 
 @dataclass
@@ -249,10 +262,14 @@ class SearchSpace:
         return {_EPOCHS_KEY: self.budget.max_epochs}
 
     def with_budget(
-        self, num_samples: int | None = None, time_budget_s: float | None = None, refit_epochs: int | None = None
+        self,
+        num_samples: int | None = None,
+        time_budget_s: float | None = None,
+        refit_epochs: int | None = None,
+        refit_members: int | None = None,
     ) -> SearchSpace:
         """Returns a copy whose budget uses the given values (``--num-samples``, ``--time-budget``,
-        ``--refit-epochs``: 0 turns the refit off) where not None.
+        ``--refit-epochs``: 0 turns the refit off, ``--refit-members``) where not None.
 
         Raises SpaceError naming the file and key for a count below 1 or a time budget that is not positive.
         """
@@ -269,6 +286,9 @@ class SearchSpace:
             if refit_epochs is not None:
                 n = _int(refit_epochs, "budget.refit_epochs (--refit-epochs)", lo=0)
                 budget.refit_epochs = n or None
+            if refit_members is not None:
+                budget.refit_members = _refit_members(refit_members, "budget.refit_members (--refit-members)")
+                _check_ensemble_metric(self.metric, budget, "budget.refit_members (--refit-members)")
         except SpaceError as e:
             raise SpaceError(f"{self.source}: {e}", key=e.key) from None
         out = copy.copy(self)
@@ -416,6 +436,7 @@ def _parse_space(data: Any, source: str, default_name: str) -> SearchSpace:
     champion = _parse_champion(data.get("champion", "best"), objectives)
 
     budget = _parse_budget(_section(data, "budget", required=True))
+    _check_ensemble_metric(metric, budget, "budget.refit_members")
     scheduler = _parse_scheduler(_section(data, "scheduler"), budget)
     data_section = _section(data, "data")
     fixed = _section(data, "fixed")
@@ -632,7 +653,25 @@ def _parse_budget(data: dict[str, Any]) -> Budget:
         budget.refit_epochs = _int(data["refit_epochs"], "budget.refit_epochs", lo=1)
     if "refit_patience" in data:
         budget.refit_patience = _int(data["refit_patience"], "budget.refit_patience", lo=1)
+    if "refit_members" in data:
+        budget.refit_members = _refit_members(data["refit_members"], "budget.refit_members")
     return budget
+
+
+def _refit_members(value: Any, where: str) -> int:
+    n = _int(value, where, lo=1)
+    if n > MAX_REFIT_MEMBERS:
+        raise _error(where, f"at most {MAX_REFIT_MEMBERS} (each is a full training), got {n}")
+    return n
+
+
+def _check_ensemble_metric(metric: str, budget: Budget, where: str) -> None:
+    """Raises SpaceError at ``where`` when several refit members are asked for but ``metric`` is not one the mean of
+    their probabilities can be scored by on validation (``ENSEMBLE_METRICS``)."""
+    key = metric.split("/", 1)[1] if metric.startswith("val/") else ""
+    if budget.refit_members > 1 and key not in ENSEMBLE_METRICS and not _PER_CLASS_METRIC.match(key):
+        raise _error(where, f"{budget.refit_members} members are scored by the mean of their probabilities, which "
+                     f"gives val/{{{', '.join(ENSEMBLE_METRICS)}}} or a per-class one, not {metric}")  # fmt: skip
 
 
 def _parse_scheduler(data: dict[str, Any], budget: Budget) -> SchedulerSettings:

@@ -8,7 +8,8 @@ and refuses data or splits that changed since it started, see ``sweep.json`` in 
 Everything the sweep leaves in its folder is written through ``tune.record`` (the sweep folder contract); the space's
 ``metric`` and ``mode`` (its primary objective) choose each trial's best checkpoint, the leaderboard order and ASHA's
 pruning; all its ``objectives`` go to Optuna and the record; its ``champion`` policy picks the trial registered,
-after a refit of its configuration for ``budget.refit_epochs`` when the space asks for one (``_refit``).
+after a refit of its configuration for ``budget.refit_epochs`` when the space asks for one (``_refit``; with
+``budget.refit_members`` > 1 several training seeds, the mean of their probabilities registered).
 
 Over 500 lines because the driver's steps (start-up checks, Tune, the refit, testing and registration, the Optuna
 export) share the ``_Setup`` and the tracker; each step is its own function.
@@ -257,9 +258,10 @@ def _setup(
     num_samples: int | None,
     time_budget_s: float | None,
     refit_epochs: int | None = None,
+    refit_members: int | None = None,
 ) -> _Setup:
     """Returns the checked space, name, base config and folders; raises before any Ray or data work (see run_sweep)."""
-    space: SearchSpace = load_space(space_path).with_budget(num_samples, time_budget_s, refit_epochs)
+    space: SearchSpace = load_space(space_path).with_budget(num_samples, time_budget_s, refit_epochs, refit_members)
     name = check_sweep_name(name, "--name") if name else space.name
     base = absolute_paths(load_config(None, [*space.shared_overrides(), *(overrides or [])]))
     sweep_dir = Path(base.logging.output_dir) / "sweeps" / name
@@ -326,36 +328,72 @@ REFIT_DIR = "refit"  # in the sweep folder: the refit run's checkpoint folder, p
 
 
 def _refit(setup: _Setup, data: PreparedData, tracker: Any, best: TrialRecord, checkpoint: Path) -> dict[str, Any]:
-    """Trains the picked trial's configuration again for ``budget.refit_epochs`` on the sweep's splits and returns
-    what it gave: its best value of the sweep's metric beside the trial's, whether it is ``used`` (better on that
-    metric: validation picks, the test split stays untouched) and its checkpoint."""
+    """Trains the picked trial's configuration again for ``budget.refit_epochs`` on the sweep's splits, once per
+    ``budget.refit_members`` (training seeds ``training.seed + i``), and returns what it gave: its value of the sweep's
+    metric beside the trial's, whether it is ``used`` (better on that metric: validation picks, the test split stays
+    untouched) and its checkpoint(s). With several members the value is that of the mean of their probabilities on
+    the validation split (``checkpoints`` lists them all; ``members`` each one's own figures)."""
     space, budget = setup.space, setup.space.budget
     cfg = config_from_dict(read_checkpoint(checkpoint)["config"])  # the trial's own configuration
     training = dataclasses.replace(
         cfg.training, epochs=budget.refit_epochs, early_stopping_patience=budget.refit_patience
     )
     cfg = dataclasses.replace(cfg, training=training)
-    log.info("sweep %s: refitting trial %s for %d epochs (patience %d)", setup.name, best.trial_id,
-             budget.refit_epochs, budget.refit_patience)  # fmt: skip
-    name = f"{setup.name}-refit-{best.trial_id}"
-    out_dir = setup.sweep_dir / REFIT_DIR / best.trial_id
-    path, result, wall = run_trainer(cfg, data, name, out_dir, {"metric": space.metric, "mode": space.mode})
-    value = float(result.metrics[best_key(space.metric)])
+    log.info("sweep %s: refitting trial %s for %d epochs (patience %d), %d model(s)", setup.name, best.trial_id,
+             budget.refit_epochs, budget.refit_patience, budget.refit_members)  # fmt: skip
+    members = []
+    for i in range(budget.refit_members):
+        seed = cfg.training.seed + i
+        member_cfg = cfg if i == 0 else dataclasses.replace(cfg, training=dataclasses.replace(training, seed=seed))
+        name = f"{setup.name}-refit-{best.trial_id}" + (f"-seed{seed}" if i else "")
+        out_dir = setup.sweep_dir / REFIT_DIR / best.trial_id
+        out_dir = out_dir / f"seed-{seed}" if i else out_dir  # the first member where a single refit goes
+        path, result, wall = run_trainer(member_cfg, data, name, out_dir, {"metric": space.metric, "mode": space.mode})
+        members.append({"seed": seed, space.metric: float(result.metrics[best_key(space.metric)]),
+                        "epochs_run": int(result.metrics["epoch"]) + 1, "checkpoint": str(path),
+                        "wall_s": round(wall, 1)})  # fmt: skip
+    if len(members) == 1:
+        value = members[0][space.metric]
+    else:
+        # the space checked that its metric is val/<a key of classification_metrics> (space.ENSEMBLE_METRICS)
+        scores = ensemble_metrics([Path(m["checkpoint"]) for m in members], data.snippet_set("val"))
+        value = float(scores[space.metric.split("/", 1)[1]])
     used = value > best.best if space.mode == "max" else value < best.best
     info = {
         "trial_id": best.trial_id,
         "epochs": budget.refit_epochs,
-        "epochs_run": int(result.metrics["epoch"]) + 1,
+        "epochs_run": members[0]["epochs_run"],
         space.metric: value,
         f"trial_{space.metric}": best.best,
         "used": bool(used),
-        "checkpoint": str(path),
-        "wall_s": round(wall, 1),
+        "checkpoint": members[0]["checkpoint"],
+        "wall_s": round(sum(m["wall_s"] for m in members), 1),
     }
+    if len(members) > 1:
+        info |= {"checkpoints": [m["checkpoint"] for m in members], "members": members}
     tracker.log_metrics({f"refit/{best_key(space.metric)}": value, "refit/epochs_run": float(info["epochs_run"])})
     log.info("sweep %s: refit %s %.4f against the trial's %.4f: %s", setup.name, space.metric, value, best.best,
              "the refit is tested and registered" if used else "the trial's checkpoint stays")  # fmt: skip
     return info
+
+
+def ensemble_metrics(checkpoints: list[Path], snippets: Any) -> dict[str, Any]:
+    """Returns ``classification_metrics`` of the mean of the checkpoints' probabilities on ``snippets`` (one
+    checkpoint: ``test_metrics`` of it), predicted in this process on CPU."""
+    if len(checkpoints) == 1:
+        return test_metrics(checkpoints[0], snippets)
+    import numpy as np
+
+    from guitar_cls.ensemble import combine
+    from guitar_cls.inference import predict_proba
+    from guitar_cls.train.checkpoint import load_model
+    from guitar_cls.train.metrics import classification_metrics
+
+    probs = []
+    for path in checkpoints:
+        model, frontend, cfg = load_model(path)
+        probs.append(predict_proba(model, frontend, snippets, batch_size=cfg.training.batch_size))
+    return classification_metrics(snippets.labels, combine(np.stack(probs), np.ones(len(probs))))
 
 
 def _try_refit(setup: _Setup, data: PreparedData, tracker: Any, best: TrialRecord, checkpoint: Path) -> dict[str, Any]:
@@ -393,21 +431,26 @@ def _finish(
         best.trial_id, record.metric, best.best, "?" if best.latency_ms is None else f"{best.latency_ms:.2f}", why,
     )  # fmt: skip
     checkpoint = fetch_checkpoint(best, setup.sweep_dir)  # a local file (fetched once from object storage)
+    checkpoints = [checkpoint]  # the registered model: one checkpoint, or the refit's members averaged
     refit_epochs = setup.space.budget.refit_epochs
     if refit_epochs is not None and refit_epochs > setup.space.budget.max_epochs:
         out["refit"] = _try_refit(setup, data, tracker, best, checkpoint)
         if out["refit"]["used"]:
             checkpoint = Path(out["refit"]["checkpoint"])
-    test = test_metrics(checkpoint, data.snippet_set("test"))
+            checkpoints = [Path(c) for c in out["refit"].get("checkpoints", [checkpoint])]
+    test = ensemble_metrics(checkpoints, data.snippet_set("test"))
     tracker.log_metrics(test, prefix="best_trial/test/")
     tracker.log_metrics({"best_trial/" + record.best_key: float(best.best)})
     if best.latency_ms is not None:
         tracker.log_metrics({"best_trial/latency_ms": best.latency_ms})
     out |= {"best_trial": best.trial_id, "champion": {**picked, "reason": why}, "checkpoint": str(checkpoint)}
+    if len(checkpoints) > 1:
+        out["checkpoints"] = [str(c) for c in checkpoints]
     out["test"] = test
     selection = {"policy": policy, record.metric: best.best, "latency_ms": best.latency_ms}
     if out.get("refit", {}).get("used"):  # the registered weights are the refit's: its validation score
         selection |= {record.metric: out["refit"][record.metric], "refit_epochs": refit_epochs}
+        selection |= {"refit_members": len(checkpoints)} if len(checkpoints) > 1 else {}
     if register:
         out["registration"] = tracker.register(
             checkpoint,
@@ -417,9 +460,26 @@ def _finish(
             metric=record.test_metric,
             mode=record.mode,
             test_metrics=test,
+            log_model=_member_mean_logger(out["refit"]) if len(checkpoints) > 1 else None,
             selection=selection,
         )
     return out
+
+
+def _member_mean_logger(refit: dict[str, Any]) -> Callable[..., Any]:
+    """Returns ``SweepTracker.register``'s ``log_model`` for the refit's members: one ``pyfunc.GuitarNoteEnsemble``
+    of equal weights, each member's training seed kept in its spec."""
+    from guitar_cls.pyfunc import log_ensemble_model
+
+    members = refit["members"]
+
+    def log_model(_checkpoint: Path, **kw: Any) -> Any:
+        return log_ensemble_model(
+            [m["checkpoint"] for m in members], [1.0] * len(members), "mean",
+            members=[{"trial_id": refit["trial_id"], "seed": m["seed"]} for m in members], **kw,
+        )  # fmt: skip
+
+    return log_model
 
 
 def _export_study(setup: _Setup, tracker: Any) -> str | None:
@@ -468,10 +528,12 @@ def run_sweep(
     time_budget_s: float | None = None,
     promote: bool = False,
     refit_epochs: int | None = None,
+    refit_members: int | None = None,
 ) -> dict[str, Any]:
     """Runs (or resumes) the sweep described by ``space_path`` and returns its summary.
 
-    ``num_samples``, ``time_budget_s`` and ``refit_epochs`` (0: no refit) replace the space file's budget when given.
+    ``num_samples``, ``time_budget_s``, ``refit_epochs`` (0: no refit) and ``refit_members`` replace the space file's
+    budget when given.
     The summary holds the leaderboard, the best trial's test metrics (the refit's when it is used), the refit and the
     registration outcome (``promote``: the best model takes the ``champion`` alias even from a champion trained on
     other data or splits).
@@ -480,7 +542,7 @@ def run_sweep(
         SweepNameInUse: the name was used before and ``resume`` is False.
         SweepDataChanged: ``resume`` of a sweep whose data or splits settings changed.
     """
-    setup = _setup(space_path, overrides, name, resume, num_samples, time_budget_s, refit_epochs)
+    setup = _setup(space_path, overrides, name, resume, num_samples, time_budget_s, refit_epochs, refit_members)
     space, sweep_dir = setup.space, setup.sweep_dir
     init_ray()
     data = prepare_data(setup.base, sweep_dir)
