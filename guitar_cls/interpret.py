@@ -187,9 +187,8 @@ def explain_file(
     where = "" if onset_sec is None or np.isnan(float(onset_sec)) else f" @ {float(onset_sec):.2f}s"
     title = f"{Path(path).name}{where}: {LABELS[int(probs.argmax())]} ({probs.max():.2f})"
     members = getattr(clf, "members", None)  # an ensemble: the map of its first member (the label is the ensemble's)
-    if members:
+    if members:  # its windows are the first member's already (EnsembleClassifier.cfg is that member's)
         title += f"; map of member 1 of {len(members)}"
-        windows, lengths = file_windows(path, onset_sec, offset_sec, members[0].cfg.data)
         clf = members[0]
     return explain_snippet(clf.model, clf.frontend, windows[0], lengths[0], out, title)
 

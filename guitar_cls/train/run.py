@@ -12,10 +12,12 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from guitar_cls.config import Config
@@ -153,11 +155,18 @@ def _write_atomically(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def test_metrics(checkpoint: Path, data: SnippetSet) -> dict[str, Any]:
-    """Returns the metrics of the checkpoint's model on ``data`` (predicted in this process, on CPU)."""
-    model, frontend, cfg = load_model(checkpoint)
-    probs = predict_proba(model, frontend, data, batch_size=cfg.training.batch_size)
-    return classification_metrics(data.labels, probs)
+def test_metrics(checkpoint: Path | Sequence[Path], data: SnippetSet) -> dict[str, Any]:
+    """Returns the metrics of the checkpoint's model on ``data`` (predicted in this process, on CPU); of several
+    checkpoints, those of the mean of their probabilities (``ensemble.combine``, equal weights: a refit's seeds)."""
+    probs = []
+    for path in [checkpoint] if isinstance(checkpoint, (str, Path)) else checkpoint:
+        model, frontend, cfg = load_model(path)
+        probs.append(predict_proba(model, frontend, data, batch_size=cfg.training.batch_size))
+    if len(probs) == 1:
+        return classification_metrics(data.labels, probs[0])
+    from guitar_cls.ensemble import combine
+
+    return classification_metrics(data.labels, combine(np.stack(probs), np.ones(len(probs))))
 
 
 def run_trainer(

@@ -344,7 +344,7 @@ def _refit(setup: _Setup, data: PreparedData, tracker: Any, best: TrialRecord, c
     members = []
     for i in range(budget.refit_members):
         seed = cfg.training.seed + i
-        member_cfg = cfg if i == 0 else dataclasses.replace(cfg, training=dataclasses.replace(training, seed=seed))
+        member_cfg = dataclasses.replace(cfg, training=dataclasses.replace(training, seed=seed))
         name = f"{setup.name}-refit-{best.trial_id}" + (f"-seed{seed}" if i else "")
         out_dir = setup.sweep_dir / REFIT_DIR / best.trial_id
         out_dir = out_dir / f"seed-{seed}" if i else out_dir  # the first member where a single refit goes
@@ -356,7 +356,7 @@ def _refit(setup: _Setup, data: PreparedData, tracker: Any, best: TrialRecord, c
         value = members[0][space.metric]
     else:
         # the space checked that its metric is val/<a key of classification_metrics> (space.ENSEMBLE_METRICS)
-        scores = ensemble_metrics([Path(m["checkpoint"]) for m in members], data.snippet_set("val"))
+        scores = test_metrics([Path(m["checkpoint"]) for m in members], data.snippet_set("val"))
         value = float(scores[space.metric.split("/", 1)[1]])
     used = value > best.best if space.mode == "max" else value < best.best
     info = {
@@ -375,25 +375,6 @@ def _refit(setup: _Setup, data: PreparedData, tracker: Any, best: TrialRecord, c
     log.info("sweep %s: refit %s %.4f against the trial's %.4f: %s", setup.name, space.metric, value, best.best,
              "the refit is tested and registered" if used else "the trial's checkpoint stays")  # fmt: skip
     return info
-
-
-def ensemble_metrics(checkpoints: list[Path], snippets: Any) -> dict[str, Any]:
-    """Returns ``classification_metrics`` of the mean of the checkpoints' probabilities on ``snippets`` (one
-    checkpoint: ``test_metrics`` of it), predicted in this process on CPU."""
-    if len(checkpoints) == 1:
-        return test_metrics(checkpoints[0], snippets)
-    import numpy as np
-
-    from guitar_cls.ensemble import combine
-    from guitar_cls.inference import predict_proba
-    from guitar_cls.train.checkpoint import load_model
-    from guitar_cls.train.metrics import classification_metrics
-
-    probs = []
-    for path in checkpoints:
-        model, frontend, cfg = load_model(path)
-        probs.append(predict_proba(model, frontend, snippets, batch_size=cfg.training.batch_size))
-    return classification_metrics(snippets.labels, combine(np.stack(probs), np.ones(len(probs))))
 
 
 def _try_refit(setup: _Setup, data: PreparedData, tracker: Any, best: TrialRecord, checkpoint: Path) -> dict[str, Any]:
@@ -438,7 +419,7 @@ def _finish(
         if out["refit"]["used"]:
             checkpoint = Path(out["refit"]["checkpoint"])
             checkpoints = [Path(c) for c in out["refit"].get("checkpoints", [checkpoint])]
-    test = ensemble_metrics(checkpoints, data.snippet_set("test"))
+    test = test_metrics(checkpoints, data.snippet_set("test"))
     tracker.log_metrics(test, prefix="best_trial/test/")
     tracker.log_metrics({"best_trial/" + record.best_key: float(best.best)})
     if best.latency_ms is not None:
